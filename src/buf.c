@@ -1,0 +1,59 @@
+/*
+ * buf.c - a byte buffer with a hard cap, filled from libcurl callbacks.
+ * It never raises and never aborts: overflow and out-of-memory are flags
+ * the caller turns into an error after libcurl returns.
+ * SPDX-License-Identifier: MIT
+ */
+#include <stdlib.h>
+#include <string.h>
+#include "tc.h"
+
+void tc_buf_init(tc_buf_t *b, size_t limit)
+{
+    memset(b, 0, sizeof *b);
+    b->limit = limit;
+}
+
+/* Append n bytes. Returns 0, or -1 (and sets overflow or oom) when the
+ * result would pass the limit or memory runs out; the buffer is unchanged
+ * then. Keeps one spare byte so data is always NUL-terminated. */
+int tc_buf_append(tc_buf_t *b, const void *p, size_t n)
+{
+    if (n > b->limit - b->len) {
+        b->overflow = 1;
+        return -1;
+    }
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *d = realloc(b->data, cap);
+        if (d == NULL) {
+            b->oom = 1;
+            return -1;
+        }
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+/* Empty the buffer for reuse, keeping its memory. */
+void tc_buf_clear(tc_buf_t *b)
+{
+    b->len = 0;
+    b->overflow = b->oom = 0;
+    if (b->data)
+        b->data[0] = '\0';
+}
+
+/* Release the memory; safe to call twice. */
+void tc_buf_free(tc_buf_t *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}

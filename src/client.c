@@ -1,0 +1,165 @@
+/*
+ * client.c - a client's kept-alive easy handle and the sockets it holds.
+ * Hosts that fork (nginx, Kamailio) copy the handle and its open sockets
+ * into every child; a child must never speak on its parent's connection,
+ * not even to close a TLS session, so it disowns them first.
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include "tc.h"
+
+/* Checks a base URL: https anywhere, plain http only to loopback (the API
+ * key would otherwise cross the network in clear). Pure apart from
+ * libcurl's URL parser. Returns 0, or -1 with *why set. */
+int tc_client_check_url(const char *url, int *loopback, const char **why)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL;
+    int rc = -1;
+
+    *why = "base_url is not a valid URL";
+    if (u == NULL) {
+        *why = "out of memory";
+        return -1;
+    }
+    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK
+        || curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK
+        || curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
+        goto done;
+    *loopback = tc_is_loopback_host(host);
+    if (strcmp(scheme, "https") == 0 || (strcmp(scheme, "http") == 0 && *loopback))
+        rc = 0;
+    else if (strcmp(scheme, "http") == 0)
+        *why = "base_url uses plain http to a host that is not loopback; the API key only travels over https";
+    else
+        *why = "base_url must be an https:// URL";
+done:
+    curl_free(scheme);
+    curl_free(host);
+    curl_url_cleanup(u);
+    return rc;
+}
+
+/* libcurl opens every socket through here, so the client knows which
+ * descriptors its connections use. CLOEXEC keeps them from programs the
+ * host execs. */
+static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    tc_client_t *c = ud;
+    (void)purpose;
+    curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    if (fd != CURL_SOCKET_BAD && c->nsockets < TC_MAX_SOCKETS)
+        c->sockets[c->nsockets++] = fd;
+    return fd;
+}
+
+static int on_close_socket(void *ud, curl_socket_t fd)
+{
+    tc_client_t *c = ud;
+    for (int i = 0; i < c->nsockets; i++) {
+        if (c->sockets[i] == fd) {
+            c->sockets[i] = c->sockets[--c->nsockets];
+            break;
+        }
+    }
+    return close(fd);
+}
+
+/* Route an easy handle's socket life cycle through the client. */
+void tc_client_adopt_sockets(tc_client_t *c, CURL *easy)
+{
+    curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+    curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, c);
+    curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+    curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, c);
+}
+
+/* Block SIGPIPE in this thread while libcurl writes; NOSIGNAL leaves it
+ * to us. A SIGPIPE raised meanwhile is consumed before unblocking, unless
+ * one was already pending for somebody else. */
+void tc_sigpipe_block(tc_sigpipe_t *s)
+{
+    sigset_t set, pending;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    sigemptyset(&pending);
+    sigpending(&pending);
+    s->pending_before = sigismember(&pending, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, &s->old);
+}
+
+void tc_sigpipe_restore(const tc_sigpipe_t *s)
+{
+    sigset_t set, pending;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    sigemptyset(&pending);
+    sigpending(&pending);
+    if (!s->pending_before && sigismember(&pending, SIGPIPE)) {
+        struct timespec zero = { 0, 0 };
+        while (sigtimedwait(&set, NULL, &zero) == -1 && errno == EINTR)
+            ;
+    }
+    pthread_sigmask(SIG_SETMASK, &s->old, NULL);
+}
+
+/* Close the handle, and with it every connection. In a process that did
+ * not open them, the sockets are first pointed at /dev/null so that
+ * closing (a TLS close_notify included) touches nothing the parent uses. */
+static void drop_handle(tc_client_t *c)
+{
+    if (c->ex.easy == NULL)
+        return;
+    if (c->owner_pid != getpid()) {
+        for (int i = 0; i < c->nsockets; i++) {
+            int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+            if (null_fd >= 0) {
+                dup2(null_fd, c->sockets[i]);
+                close(null_fd);
+            }
+        }
+    }
+    tc_sigpipe_t guard;
+    tc_sigpipe_block(&guard);
+    curl_easy_cleanup(c->ex.easy);
+    tc_sigpipe_restore(&guard);
+    c->ex.easy = NULL;
+    c->nsockets = 0;
+}
+
+/* Make sure the client has a handle that this process owns. Returns 0,
+ * or -1 when libcurl cannot make one. */
+int tc_client_ensure_handle(tc_client_t *c)
+{
+    if (c->ex.easy != NULL && c->owner_pid == getpid())
+        return 0;
+    drop_handle(c);
+    c->ex.easy = curl_easy_init();
+    c->owner_pid = getpid();
+    return c->ex.easy ? 0 : -1;
+}
+
+/* Free everything the client owns; safe to call twice. The key is wiped
+ * so it does not linger in freed memory. */
+void tc_client_close(tc_client_t *c)
+{
+    drop_handle(c);
+    tc_exchange_free(&c->ex);
+    if (c->auth_header) {
+        volatile char *p = c->auth_header;
+        while (*p) *p++ = 0;
+    }
+    free(c->auth_header);
+    free(c->base_url);
+    free(c->user_agent);
+    free(c->ca_file);
+    free(c->proxy);
+    c->auth_header = c->key = c->base_url = c->user_agent = c->ca_file = c->proxy = NULL;
+}

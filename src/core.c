@@ -1,0 +1,469 @@
+/*
+ * core.c - the Lua binding of topcalls.core: the "topcalls.client"
+ * userdata and the pure helpers the Lua layer calls. Private: users
+ * require "topcalls".
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "tc.h"
+
+#define CLIENT_MT "topcalls.client"
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_code = CURLE_OK;
+
+/* curl_global_init is not thread-safe; nginx pool threads may open the
+ * module in several VMs at once. It is never undone by the module. */
+static void init_curl_once(void)
+{
+    curl_init_code = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static tc_client_t *check_client(lua_State *L, int i)
+{
+    tc_client_t *c = luaL_checkudata(L, i, CLIENT_MT);
+    if (c->base_url == NULL)
+        luaL_argerror(L, i, "client is closed");
+    return c;
+}
+
+/* Copy an optional string field of the table at index t into *dst.
+ * Returns 0, or -1 when the field is set but not a string. [-0, +0, m] */
+static int copy_opt_string(lua_State *L, int t, const char *name, char **dst)
+{
+    lua_getfield(L, t, name);
+    int type = lua_type(L, -1);
+    if (type == LUA_TSTRING) {
+        size_t n;
+        const char *s = lua_tolstring(L, -1, &n);
+        *dst = malloc(n + 1);
+        if (*dst == NULL) {
+            lua_pop(L, 1);
+            luaL_error(L, "not enough memory");
+        }
+        memcpy(*dst, s, n + 1);
+    }
+    lua_pop(L, 1);
+    return type == LUA_TSTRING || type == LUA_TNIL ? 0 : -1;
+}
+
+/*
+** core.client_new{ base_url, api_key, user_agent, ca_file, proxy,
+** connect_timeout } -> client | nil, reason. The Lua layer checks types
+** first; this checks the URL and owns the copies. The key is stored only
+** inside the Authorization line, in C memory. [-0, +1|2, m]
+*/
+static int l_client_new(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    tc_client_t *c = tc_newuserdata(L, sizeof *c);
+    memset(c, 0, sizeof *c);
+    tc_exchange_init(&c->ex);
+    luaL_getmetatable(L, CLIENT_MT);
+    lua_setmetatable(L, -2);
+
+    if (copy_opt_string(L, 1, "base_url", &c->base_url) != 0 || c->base_url == NULL
+        || copy_opt_string(L, 1, "user_agent", &c->user_agent) != 0 || c->user_agent == NULL
+        || copy_opt_string(L, 1, "ca_file", &c->ca_file) != 0
+        || copy_opt_string(L, 1, "proxy", &c->proxy) != 0) {
+        tc_client_close(c);
+        lua_pushnil(L);
+        lua_pushliteral(L, "base_url and user_agent must be strings");
+        return 2;
+    }
+    const char *why;
+    if (tc_client_check_url(c->base_url, &c->allow_http, &why) != 0) {
+        tc_client_close(c);
+        lua_pushnil(L);
+        lua_pushstring(L, why);
+        return 2;
+    }
+    size_t n = strlen(c->base_url);
+    while (n > 0 && c->base_url[n - 1] == '/')
+        c->base_url[--n] = '\0';
+
+    /* the "User-Agent: ..." and "Authorization: Bearer ..." lines, built once */
+    char *ua = c->user_agent;
+    c->user_agent = malloc(strlen("User-Agent: ") + strlen(ua) + 1);
+    if (c->user_agent == NULL) {
+        free(ua);
+        return luaL_error(L, "not enough memory");
+    }
+    strcpy(c->user_agent, "User-Agent: ");
+    strcat(c->user_agent, ua);
+    free(ua);
+    lua_getfield(L, 1, "api_key");
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        size_t kl;
+        const char *k = lua_tolstring(L, -1, &kl);
+        static const char prefix[] = "Authorization: Bearer ";
+        c->auth_header = malloc(sizeof prefix + kl);
+        if (c->auth_header == NULL)
+            luaL_error(L, "not enough memory");
+        memcpy(c->auth_header, prefix, sizeof prefix - 1);
+        memcpy(c->auth_header + sizeof prefix - 1, k, kl + 1);
+        c->key = c->auth_header + sizeof prefix - 1;
+    }
+    lua_pop(L, 1);
+
+    lua_getfield(L, 1, "connect_timeout");
+    c->connect_timeout_ms = (long)(lua_tonumber(L, -1) * 1000.0);
+    if (c->connect_timeout_ms <= 0)
+        c->connect_timeout_ms = 10000;
+    lua_pop(L, 1);
+    return 1;
+}
+
+/* Push the response headers of the last exchange as a table with
+ * lower-case names; repeated headers are joined with ", ". [-0, +1, m] */
+static void push_headers(lua_State *L, const tc_buf_t *head)
+{
+    lua_newtable(L);
+    const char *p = head->data ? head->data : "", *end = p + head->len;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (eol == NULL)
+            eol = end;
+        const char *colon = memchr(p, ':', (size_t)(eol - p));
+        if (colon && colon > p && memcmp(p, "HTTP/", 5) != 0) {
+            luaL_Buffer b;
+            luaL_buffinit(L, &b);
+            for (const char *q = p; q < colon; q++)
+                luaL_addchar(&b, (char)((*q >= 'A' && *q <= 'Z') ? *q + 32 : *q));
+            luaL_pushresult(&b);
+            const char *v = colon + 1, *e = eol;
+            while (v < e && (*v == ' ' || *v == '\t')) v++;
+            while (e > v && (e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t')) e--;
+            size_t vlen = (size_t)(e - v);
+            lua_pushvalue(L, -1);
+            lua_rawget(L, -3);
+            if (lua_isstring(L, -1)) {
+                lua_pushliteral(L, ", ");
+                lua_pushlstring(L, v, vlen);
+                lua_concat(L, 3);
+            } else {
+                lua_pop(L, 1);
+                lua_pushlstring(L, v, vlen);
+            }
+            lua_rawset(L, -3);
+        }
+        p = eol + 1;
+    }
+}
+
+static void set_number(lua_State *L, const char *k, double v)
+{
+    lua_pushnumber(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void set_integer(lua_State *L, const char *k, long v)
+{
+    lua_pushinteger(L, (lua_Integer)v);
+    lua_setfield(L, -2, k);
+}
+
+static void set_string(lua_State *L, const char *k, const char *v)
+{
+    lua_pushstring(L, v);
+    lua_setfield(L, -2, k);
+}
+
+/*
+** client:perform(method, path, body|nil, idempotency_key|nil, timeout)
+** -> outcome table { kind = "ok"|"api"|"transport", status, body, headers,
+** retryable, retry_after, curl_code, error }. One attempt, no retries.
+** Three phases: read arguments, run libcurl without touching Lua, push.
+** [-0, +1, m]
+*/
+static int l_client_perform(lua_State *L)
+{
+    tc_client_t *c = check_client(L, 1);
+    tc_request_t rq;
+    rq.method = luaL_checkstring(L, 2);
+    const char *path = luaL_checkstring(L, 3);
+    rq.body = luaL_optlstring(L, 4, NULL, &rq.body_len);
+    rq.idempotency_key = luaL_optstring(L, 5, NULL);
+    double timeout = luaL_checknumber(L, 6);
+    if (rq.idempotency_key && strlen(rq.idempotency_key) > 255)
+        luaL_argerror(L, 5, "idempotency key too long");
+    rq.timeout_ms = timeout > 0 ? (long)ceil(timeout * 1000.0) : 1;
+    rq.url = lua_pushfstring(L, "%s%s", c->base_url, path);   /* anchored on the stack */
+
+    int prepared = tc_client_ensure_handle(c) == 0 && tc_exchange_prepare(&c->ex, c, &rq) == 0;
+    if (prepared) {
+        tc_sigpipe_t guard;
+        tc_sigpipe_block(&guard);
+        c->ex.code = curl_easy_perform(c->ex.easy);
+        tc_sigpipe_restore(&guard);
+        curl_easy_getinfo(c->ex.easy, CURLINFO_RESPONSE_CODE, &c->ex.status);
+    }
+
+    tc_outcome_t out;
+    if (!prepared)
+        return luaL_error(L, "not enough memory");
+    tc_exchange_classify(&c->ex, &out, time(NULL));
+    if (out.oom)
+        return luaL_error(L, "not enough memory");
+
+    static const char *const kinds[] = { "ok", "api", "transport" };
+    lua_createtable(L, 0, 10);
+    set_string(L, "kind", kinds[out.kind]);
+    lua_pushboolean(L, out.retryable);
+    lua_setfield(L, -2, "retryable");
+    set_integer(L, "curl_code", (long)out.curl_code);
+    if (out.retry_after >= 0)
+        set_number(L, "retry_after", out.retry_after);
+    if (out.kind == TC_OUT_TRANSPORT) {
+        set_string(L, "error", out.message);
+    } else {
+        set_integer(L, "status", out.status);
+        lua_pushlstring(L, c->ex.body.data ? c->ex.body.data : "", c->ex.body.len);
+        lua_setfield(L, -2, "body");
+    }
+    push_headers(L, &c->ex.head);
+    lua_setfield(L, -2, "headers");
+    return 1;
+}
+
+/* client:redact(s) -> s with every occurrence of the API key replaced by
+ * "[REDACTED]", for text that came from a server. [-0, +1, m] */
+static int l_client_redact(lua_State *L)
+{
+    tc_client_t *c = luaL_checkudata(L, 1, CLIENT_MT);
+    size_t n;
+    const char *s = luaL_checklstring(L, 2, &n);
+    size_t kl = c->key ? strlen(c->key) : 0;
+    if (kl == 0) {
+        lua_settop(L, 2);
+        return 1;
+    }
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (size_t i = 0; i < n;) {
+        if (n - i >= kl && memcmp(s + i, c->key, kl) == 0) {
+            luaL_addstring(&b, "[REDACTED]");
+            i += kl;
+        } else {
+            luaL_addchar(&b, s[i++]);
+        }
+    }
+    luaL_pushresult(&b);
+    return 1;
+}
+
+/* client:has_key() -> boolean. [-0, +1, -] */
+static int l_client_has_key(lua_State *L)
+{
+    tc_client_t *c = check_client(L, 1);
+    lua_pushboolean(L, c->auth_header != NULL);
+    return 1;
+}
+
+/* __gc and __close: free everything; safe twice. [-0, +0, -] */
+static int l_client_close(lua_State *L)
+{
+    tc_client_t *c = luaL_checkudata(L, 1, CLIENT_MT);
+    tc_client_close(c);
+    return 0;
+}
+
+/* __tostring: the base URL, never the key. [-0, +1, m] */
+static int l_client_tostring(lua_State *L)
+{
+    tc_client_t *c = luaL_checkudata(L, 1, CLIENT_MT);
+    if (c->base_url)
+        lua_pushfstring(L, "topcalls.client (%s)", c->base_url);
+    else
+        lua_pushliteral(L, "topcalls.client (closed)");
+    return 1;
+}
+
+/* core.validate(params, strict) -> normalized | nil, errors. [-0, +2, m] */
+static int l_validate(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int strict = lua_isnoneornil(L, 2) || lua_toboolean(L, 2);
+    if (tc_schema_validate(L, 1, strict) == 0) {
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        return 2;
+    }
+    lua_remove(L, -2);
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    return 2;
+}
+
+/* core.retry_plan(attempts_made, max_retries, retryable, retry_after|nil)
+** -> delay | nil, verdict. [-0, +2, -] */
+static int l_retry_plan(lua_State *L)
+{
+    double delay;
+    tc_retry_verdict_t v = tc_retry_plan((int)luaL_checkinteger(L, 1), (int)luaL_checkinteger(L, 2),
+                                         lua_toboolean(L, 3), luaL_optnumber(L, 4, -1),
+                                         tc_random_jitter(), &delay);
+    if (v == TC_RETRY_AGAIN)
+        lua_pushnumber(L, delay);
+    else
+        lua_pushnil(L);
+    lua_pushstring(L, tc_retry_verdict_name(v));
+    return 2;
+}
+
+/* core.retry_after(text) -> seconds | nil. [-0, +1, -] */
+static int l_retry_after(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    double v = tc_retry_after_parse(s, n, (time_t)luaL_optnumber(L, 2, (lua_Number)time(NULL)));
+    if (v < 0)
+        lua_pushnil(L);
+    else
+        lua_pushnumber(L, v);
+    return 1;
+}
+
+/* core.backoff(retry_index, jitter) -> seconds. [-0, +1, -] */
+static int l_backoff(lua_State *L)
+{
+    lua_pushnumber(L, tc_backoff((int)luaL_checkinteger(L, 1), luaL_checknumber(L, 2)));
+    return 1;
+}
+
+/* core.retryable(curl_code|nil, status|nil) -> boolean. [-0, +1, -] */
+static int l_retryable(lua_State *L)
+{
+    int r = 0;
+    if (!lua_isnoneornil(L, 1))
+        r = tc_curl_code_retryable((CURLcode)luaL_checkinteger(L, 1));
+    if (!lua_isnoneornil(L, 2))
+        r = r || tc_http_status_retryable((long)luaL_checkinteger(L, 2));
+    lua_pushboolean(L, r);
+    return 1;
+}
+
+/* core.check(what, s) -> result of one pure check, for tests and the Lua
+** layer: "ipv4", "hostname", "uuid", "token", "whitespace" -> boolean;
+** "utf8_length" -> count | nil. [-0, +1, -] */
+static int l_check(lua_State *L)
+{
+    static const char *const what[] = { "ipv4", "hostname", "uuid", "token", "whitespace", "utf8_length", NULL };
+    int w = luaL_checkoption(L, 1, NULL, what);
+    size_t n;
+    const char *s = luaL_checklstring(L, 2, &n);
+    switch (w) {
+    case 0: lua_pushboolean(L, tc_check_ipv4(s, n)); break;
+    case 1: lua_pushboolean(L, tc_check_hostname(s, n)); break;
+    case 2: lua_pushboolean(L, tc_check_uuid(s, n)); break;
+    case 3: lua_pushboolean(L, tc_check_token(s, n)); break;
+    case 4: lua_pushboolean(L, tc_has_whitespace(s, n)); break;
+    default: {
+        long len = tc_utf8_length(s, n);
+        if (len < 0) lua_pushnil(L); else lua_pushinteger(L, (lua_Integer)len);
+    }
+    }
+    return 1;
+}
+
+/* core.suggest(name, list) -> closest entry of list | nil. [-0, +1, -] */
+static int l_suggest(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    return tc_schema_push_suggestion(L, name, 2);
+}
+
+/* core.uuid4() -> a random UUID from the kernel's CSPRNG. [-0, +1, -] */
+static int l_uuid4(lua_State *L)
+{
+    char u[37];
+    if (tc_uuid4(u) != 0)
+        return luaL_error(L, "topcalls: the kernel refused random bytes");
+    lua_pushstring(L, u);
+    return 1;
+}
+
+/* core.sleep(seconds): blocks the calling thread. [-0, +0, -] */
+static int l_sleep(lua_State *L)
+{
+    double s = luaL_checknumber(L, 1);
+    if (s > 0) {
+        struct timespec ts = { (time_t)s, (long)((s - floor(s)) * 1e9) };
+        while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+            ;
+    }
+    return 0;
+}
+
+/* core.now() -> monotonic seconds, for elapsed times. [-0, +1, -] */
+static int l_now(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (double)ts.tv_sec + ts.tv_nsec / 1e9);
+    return 1;
+}
+
+static const luaL_Reg client_methods[] = {
+    { "perform", l_client_perform },
+    { "redact", l_client_redact },
+    { "has_key", l_client_has_key },
+    { "close", l_client_close },
+    { NULL, NULL }
+};
+
+static const luaL_Reg client_meta[] = {
+    { "__gc", l_client_close },
+    { "__close", l_client_close },
+    { "__tostring", l_client_tostring },
+    { NULL, NULL }
+};
+
+static const luaL_Reg core_functions[] = {
+    { "client_new", l_client_new },
+    { "validate", l_validate },
+    { "retry_plan", l_retry_plan },
+    { "retry_after", l_retry_after },
+    { "backoff", l_backoff },
+    { "retryable", l_retryable },
+    { "check", l_check },
+    { "suggest", l_suggest },
+    { "uuid4", l_uuid4 },
+    { "sleep", l_sleep },
+    { "now", l_now },
+    { NULL, NULL }
+};
+
+__attribute__((visibility("default"))) int luaopen_topcalls_core(lua_State *L);
+
+int luaopen_topcalls_core(lua_State *L)
+{
+    pthread_once(&curl_once, init_curl_once);
+    if (curl_init_code != CURLE_OK)
+        return luaL_error(L, "topcalls: curl_global_init failed: %s", curl_easy_strerror(curl_init_code));
+
+    if (luaL_newmetatable(L, CLIENT_MT)) {
+        tc_setfuncs(L, client_meta);
+        lua_newtable(L);
+        tc_setfuncs(L, client_methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushliteral(L, "topcalls.client");
+        lua_setfield(L, -2, "__metatable");
+    }
+    lua_pop(L, 1);
+
+    lua_newtable(L);
+    tc_setfuncs(L, core_functions);
+    curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
+    lua_pushstring(L, vi->version);
+    lua_setfield(L, -2, "curl_version");
+    lua_pushinteger(L, TC_BODY_LIMIT);
+    lua_setfield(L, -2, "body_limit");
+    return 1;
+}

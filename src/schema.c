@@ -1,0 +1,419 @@
+/*
+ * schema.c - the carrier request schema, declared once, and the walker that
+ * checks a Lua table against it. The walker reports every violation with
+ * its path and code, and builds the normalized copy (defaults filled in)
+ * that is encoded and sent, so what was validated is what the server gets.
+ * SPDX-License-Identifier: MIT
+ */
+#include <math.h>
+#include <string.h>
+#include "tc.h"
+
+typedef enum { T_STRING, T_INTEGER, T_BOOLEAN, T_OBJECT } field_type_t;
+
+enum {
+    F_REQUIRED = 1 << 0,   /* absent is an error */
+    F_NO_SPACE = 1 << 1,   /* whitespace is a format error */
+    F_SELECTOR = 1 << 2,   /* its value decides which only_for_trunk objects apply */
+};
+
+typedef enum {
+    FMT_NONE,
+    FMT_HOST,              /* a hostname or dotted quad, no sip: prefix */
+    FMT_GATEWAY_ADDRESS    /* a dotted quad when the gateway takes inbound calls, else FMT_HOST */
+} format_t;
+
+typedef enum { D_NONE, D_STRING, D_INTEGER, D_TRUE } default_t;
+
+typedef struct field {
+    const char         *name;
+    field_type_t        type;
+    unsigned            flags;
+    long                min, max;        /* strings: code points (min 1 always); integers: range */
+    format_t            format;
+    const char *const  *choices;         /* allowed string values, NULL-terminated */
+    const struct field *members;         /* T_OBJECT: its fields, ended by a NULL name */
+    const char         *only_for_trunk;  /* T_OBJECT: required for this trunk_type, refused for others */
+    const char *const  *one_true;        /* T_OBJECT: booleans of which one at least must be true */
+    default_t           def;
+    const char         *def_string;
+    long                def_integer;
+} field_t;
+
+static const char *const trunk_types[] = { "static_ip", "auth", "reg", NULL };
+static const char *const directions[] = { "inbound", "outbound", NULL };
+
+static const field_t gateway_members[] = {
+    { .name = "ipv4",     .type = T_STRING,  .flags = F_REQUIRED | F_NO_SPACE, .format = FMT_GATEWAY_ADDRESS },
+    { .name = "port",     .type = T_INTEGER, .min = 1, .max = 65535, .def = D_INTEGER, .def_integer = 5060 },
+    { .name = "inbound",  .type = T_BOOLEAN, .def = D_TRUE },
+    { .name = "outbound", .type = T_BOOLEAN, .def = D_TRUE },
+    { .name = NULL }
+};
+
+static const field_t registration_members[] = {
+    { .name = "username",             .type = T_STRING, .flags = F_REQUIRED | F_NO_SPACE },
+    { .name = "password",             .type = T_STRING, .flags = F_REQUIRED },
+    { .name = "sip_realm",            .type = T_STRING, .flags = F_NO_SPACE, .format = FMT_HOST },
+    { .name = "from_domain",          .type = T_STRING, .flags = F_NO_SPACE, .format = FMT_HOST },
+    { .name = "from_user",            .type = T_STRING },
+    { .name = "public_ip_in_contact", .type = T_BOOLEAN },
+    { .name = "use_tls",              .type = T_BOOLEAN },
+    { .name = NULL }
+};
+
+static const field_t inbound_auth_members[] = {
+    { .name = "username", .type = T_STRING, .flags = F_REQUIRED },
+    { .name = "password", .type = T_STRING, .flags = F_REQUIRED },
+    { .name = NULL }
+};
+
+static const field_t carrier_members[] = {
+    { .name = "carrier_name", .type = T_STRING, .flags = F_REQUIRED, .max = 100 },
+    { .name = "trunk_type",   .type = T_STRING, .flags = F_SELECTOR, .choices = trunk_types, .def = D_STRING, .def_string = "static_ip" },
+    { .name = "sip_gateway",  .type = T_OBJECT, .flags = F_REQUIRED, .members = gateway_members, .one_true = directions },
+    { .name = "registration", .type = T_OBJECT, .members = registration_members, .only_for_trunk = "reg" },
+    { .name = "inbound_auth", .type = T_OBJECT, .members = inbound_auth_members, .only_for_trunk = "auth" },
+    { .name = NULL }
+};
+
+typedef struct walk {
+    lua_State  *L;
+    int         errors;      /* stack index of the error list */
+    int         count;
+    int         strict;
+    const char *trunk_type;  /* the valid trunk_type, or NULL when invalid */
+} walk_t;
+
+/* Push "path.name" (or "name" at the top). [-0, +1, m] */
+static const char *push_path(lua_State *L, const char *path, const char *name)
+{
+    return *path ? lua_pushfstring(L, "%s.%s", path, name) : lua_pushfstring(L, "%s", name);
+}
+
+/* Append { path, code, message } to the error list; the message is the
+ * string on the stack top, which is popped. [-1, +0, m] */
+static void add_error(walk_t *w, const char *path, const char *code)
+{
+    lua_State *L = w->L;
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, path);
+    lua_setfield(L, -2, "path");
+    lua_pushstring(L, code);
+    lua_setfield(L, -2, "code");
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "message");
+    lua_rawseti(L, w->errors, ++w->count);
+    lua_pop(L, 1);
+}
+
+/* The member of `members` closest to name within edit distance 2, or NULL. */
+static const char *closest_member(const field_t *members, const char *name, size_t n)
+{
+    const char *best = NULL;
+    size_t best_d = 3;
+    for (const field_t *f = members; f->name; f++) {
+        size_t d = tc_edit_distance(name, n, f->name, strlen(f->name));
+        if (d < best_d) {
+            best_d = d;
+            best = f->name;
+        }
+    }
+    return best;
+}
+
+/* Push "must be one of 'a', 'b', 'c'". [-0, +1, m] */
+static void push_choices_message(lua_State *L, const char *const *choices)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addstring(&b, "must be one of ");
+    for (const char *const *c = choices; *c; c++) {
+        if (c != choices)
+            luaL_addstring(&b, ", ");
+        luaL_addchar(&b, '\'');
+        luaL_addstring(&b, *c);
+        luaL_addchar(&b, '\'');
+    }
+    luaL_pushresult(&b);
+}
+
+/* The sibling boolean `name` of the table at index obj: 1, 0, or -1 when
+ * absent or not a boolean. Raw access: metatables are never consulted. */
+static int raw_boolean(lua_State *L, int obj, const char *name)
+{
+    lua_pushstring(L, name);
+    lua_rawget(L, obj);
+    int v = lua_type(L, -1) == LUA_TBOOLEAN ? lua_toboolean(L, -1) : -1;
+    lua_pop(L, 1);
+    return v;
+}
+
+/* Check a string value against the field's length, whitespace, choice and
+ * format rules; on failure push the message and return its code, else
+ * return NULL. The value's text is never echoed: it may be a secret.
+ * [-0, +(0|1), m] */
+static const char *check_string(lua_State *L, const field_t *f, const char *s, size_t n, int parent)
+{
+    long cps = tc_utf8_length(s, n);
+    if (cps < 0) {
+        lua_pushliteral(L, "must be valid UTF-8");
+        return "format";
+    }
+    if (cps < (f->min > 0 ? f->min : 1)) {
+        lua_pushliteral(L, "must not be empty");
+        return "length";
+    }
+    if (f->max > 0 && cps > f->max) {
+        lua_pushfstring(L, "must be at most %d characters (got %d)", (int)f->max, (int)cps);
+        return "length";
+    }
+    if ((f->flags & F_NO_SPACE) && tc_has_whitespace(s, n)) {
+        lua_pushliteral(L, "must not contain whitespace");
+        return "format";
+    }
+    if (f->choices) {
+        for (const char *const *c = f->choices; *c; c++)
+            if (strlen(*c) == n && memcmp(*c, s, n) == 0)
+                return NULL;
+        push_choices_message(L, f->choices);
+        return "enum";
+    }
+    if (f->format == FMT_GATEWAY_ADDRESS && raw_boolean(L, parent, "inbound") != 0) {
+        if (!tc_check_ipv4(s, n)) {
+            lua_pushliteral(L, "must be a dotted-quad IPv4 address while inbound is true "
+                               "(the SBC matches inbound calls on source IP, so hostnames are refused)");
+            return "format";
+        }
+    } else if (f->format != FMT_NONE) {
+        if (tc_has_sip_prefix(s, n)) {
+            lua_pushliteral(L, "must be a bare host, without a 'sip:' prefix");
+            return "format";
+        }
+        if (!tc_check_ipv4(s, n) && !tc_check_hostname(s, n)) {
+            lua_pushliteral(L, "must be a DNS hostname or a dotted-quad IPv4 address");
+            return "format";
+        }
+    }
+    return NULL;
+}
+
+static void walk_object(walk_t *w, const field_t *members, const char *path, int src, int out);
+
+/* Check the value at vidx against field f (member of the table at parent)
+ * and, when it is good, store its normalized form in out. [-0, +0, m] */
+static void walk_field(walk_t *w, const field_t *f, const char *path, int vidx, int parent, int out)
+{
+    lua_State *L = w->L;
+    int t = lua_type(L, vidx);
+    const char *code = NULL;
+
+    if (f->only_for_trunk && w->trunk_type) {
+        int wanted = strcmp(w->trunk_type, f->only_for_trunk) == 0;
+        if (t == LUA_TNIL && wanted) {
+            lua_pushfstring(L, "is required when trunk_type is '%s'", f->only_for_trunk);
+            add_error(w, path, "required");
+            return;
+        }
+        if (t != LUA_TNIL && !wanted) {
+            lua_pushfstring(L, "is only allowed when trunk_type is '%s'", f->only_for_trunk);
+            add_error(w, path, "not_allowed");
+            return;
+        }
+    }
+    if (t == LUA_TNIL) {
+        if (f->flags & F_REQUIRED) {
+            lua_pushliteral(L, "is required");
+            add_error(w, path, "required");
+        } else if (f->def != D_NONE) {
+            if (f->def == D_STRING) lua_pushstring(L, f->def_string);
+            else if (f->def == D_INTEGER) lua_pushinteger(L, (lua_Integer)f->def_integer);
+            else lua_pushboolean(L, 1);
+            lua_setfield(L, out, f->name);
+        }
+        return;
+    }
+
+    switch (f->type) {
+    case T_STRING: {
+        if (t != LUA_TSTRING) {
+            lua_pushliteral(L, "must be a string");
+            code = "type";
+            break;
+        }
+        size_t n;
+        const char *s = lua_tolstring(L, vidx, &n);
+        code = check_string(L, f, s, n, parent);
+        break;
+    }
+    case T_INTEGER: {
+        lua_Number d = t == LUA_TNUMBER ? lua_tonumber(L, vidx) : 0;
+        if (t != LUA_TNUMBER || !isfinite(d) || floor(d) != d) {
+            lua_pushliteral(L, "must be an integer");
+            code = "type";
+        } else if (d < (lua_Number)f->min || d > (lua_Number)f->max) {
+            lua_pushfstring(L, "must be from %d to %d", (int)f->min, (int)f->max);
+            code = "range";
+        } else {
+            lua_pushinteger(L, (lua_Integer)d);
+            lua_setfield(L, out, f->name);
+            return;
+        }
+        break;
+    }
+    case T_BOOLEAN:
+        if (t != LUA_TBOOLEAN) {
+            lua_pushliteral(L, "must be a boolean");
+            code = "type";
+        }
+        break;
+    case T_OBJECT: {
+        if (t != LUA_TTABLE) {
+            lua_pushliteral(L, "must be a table");
+            code = "type";
+            break;
+        }
+        lua_newtable(L);
+        int sub = lua_gettop(L);
+        walk_object(w, f->members, path, vidx, sub);
+        if (f->one_true) {
+            int any = 0;
+            for (const char *const *b = f->one_true; *b; b++)
+                any |= raw_boolean(L, sub, *b) == 1;
+            if (!any) {
+                lua_pushliteral(L, "inbound and outbound are both false: the gateway would carry no calls");
+                add_error(w, path, "conflict");
+            }
+        }
+        lua_setfield(L, out, f->name);
+        return;
+    }
+    }
+    if (code) {
+        add_error(w, path, code);
+        return;
+    }
+    lua_pushvalue(L, vidx);
+    lua_setfield(L, out, f->name);
+}
+
+/* Report (strict) or pass through (not strict) the keys of src that the
+ * schema does not declare. [-0, +0, m] */
+static void walk_unknown(walk_t *w, const field_t *members, const char *path, int src, int out)
+{
+    lua_State *L = w->L;
+    lua_pushnil(L);
+    while (lua_next(L, src) != 0) {
+        const field_t *f = NULL;
+        if (lua_type(L, -2) == LUA_TSTRING) {
+            const char *k = lua_tostring(L, -2);
+            for (f = members; f->name && strcmp(f->name, k) != 0; f++)
+                ;
+            if (f->name == NULL)
+                f = NULL;
+        }
+        if (f != NULL) {
+            lua_pop(L, 1);
+            continue;
+        }
+        if (!w->strict) {
+            lua_pushvalue(L, -2);
+            lua_insert(L, -2);
+            lua_rawset(L, out);   /* pops key copy and value; the key stays for lua_next */
+            continue;
+        }
+        /* work on a copy: lua_tolstring on a number key would confuse lua_next */
+        lua_pushvalue(L, -2);
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            size_t n;
+            const char *k = lua_tolstring(L, -1, &n);
+            const char *hint = closest_member(members, k, n);
+            const char *p = push_path(L, path, k);
+            if (hint)
+                lua_pushfstring(L, "is not a known field (did you mean '%s'?)", hint);
+            else
+                lua_pushliteral(L, "is not a known field");
+            add_error(w, p, "unknown_field");
+            lua_pop(L, 1);
+        } else {
+            const char *k = lua_type(L, -1) == LUA_TNUMBER ? lua_tostring(L, -1)
+                                                           : luaL_typename(L, -1);
+            const char *p = lua_pushfstring(L, "%s[%s]", path, k);
+            lua_pushliteral(L, "is not a known field (keys must be field names)");
+            add_error(w, p, "unknown_field");
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 2);   /* key copy and value */
+    }
+}
+
+/* After the selector field was walked: the choice it holds in out (its
+ * default included), or NULL when it was invalid. [-0, +0, -] */
+static const char *selected_choice(lua_State *L, const field_t *f, int out)
+{
+    const char *chosen = NULL;
+    lua_getfield(L, out, f->name);
+    if (lua_type(L, -1) == LUA_TSTRING)
+        for (const char *const *c = f->choices; *c; c++)
+            if (strcmp(*c, lua_tostring(L, -1)) == 0)
+                chosen = *c;
+    lua_pop(L, 1);
+    return chosen;
+}
+
+/* Walk every declared member of the table at src, then its other keys.
+ * [-0, +0, m] */
+static void walk_object(walk_t *w, const field_t *members, const char *path, int src, int out)
+{
+    lua_State *L = w->L;
+    luaL_checkstack(L, 12, "topcalls: validation nests too deep");
+    for (const field_t *f = members; f->name; f++) {
+        const char *p = push_path(L, path, f->name);
+        lua_pushstring(L, f->name);
+        lua_rawget(L, src);
+        walk_field(w, f, p, lua_gettop(L), src, out);
+        lua_pop(L, 2);
+        if (f->flags & F_SELECTOR)
+            w->trunk_type = selected_choice(L, f, out);
+    }
+    walk_unknown(w, members, path, src, out);
+}
+
+/* Validate the carrier table at index params. Pushes the normalized copy
+ * and the error list (empty when valid); returns the number of errors.
+ * Only memory errors raise. [-0, +2, m] */
+int tc_schema_validate(lua_State *L, int params, int strict)
+{
+    walk_t w = { L, 0, 0, strict, NULL };
+    params = params < 0 ? lua_gettop(L) + params + 1 : params;
+    lua_newtable(L);
+    int out = lua_gettop(L);
+    lua_newtable(L);
+    w.errors = lua_gettop(L);
+    walk_object(&w, carrier_members, "", params, out);
+    return w.count;
+}
+
+/* Push the entry of the Lua array at index list closest to name (edit
+ * distance 2 at most), or nil. [-0, +1, -] */
+int tc_schema_push_suggestion(lua_State *L, const char *name, int list)
+{
+    size_t best_d = 3, n = strlen(name);
+    int best = 0;
+    for (int i = 1; i <= (int)tc_rawlen(L, list); i++) {
+        lua_rawgeti(L, list, i);
+        size_t cn;
+        const char *c = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &cn) : NULL;
+        size_t d = c ? tc_edit_distance(name, n, c, cn) : (size_t)-1;
+        if (d < best_d) {
+            best_d = d;
+            best = i;
+        }
+        lua_pop(L, 1);
+    }
+    if (best)
+        lua_rawgeti(L, list, best);
+    else
+        lua_pushnil(L);
+    return 1;
+}

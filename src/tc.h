@@ -1,0 +1,138 @@
+/*
+ * tc.h - internal interfaces of the topcalls C core. Nothing here is
+ * exported: the module's only public symbol is luaopen_topcalls_core.
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef TC_H
+#define TC_H
+
+#include <stddef.h>
+#include <time.h>
+#include <sys/types.h>
+#include <curl/curl.h>
+#include "tc_compat.h"
+
+#define TC_BODY_LIMIT   (1024u * 1024u)   /* contract: bodies over 1 MiB refused */
+#define TC_HEAD_LIMIT   (64u * 1024u)     /* response headers kept per attempt */
+#define TC_MAX_SOCKETS  16                /* sockets one client may hold open */
+
+/* ---- buf.c: a growable byte buffer with a hard cap ------------------- */
+typedef struct tc_buf {
+    char  *data;
+    size_t len, cap, limit;
+    int    overflow;   /* an append would have passed limit */
+    int    oom;        /* realloc failed */
+} tc_buf_t;
+
+void tc_buf_init(tc_buf_t *b, size_t limit);
+int  tc_buf_append(tc_buf_t *b, const void *p, size_t n);
+void tc_buf_clear(tc_buf_t *b);
+void tc_buf_free(tc_buf_t *b);
+
+/* ---- check.c: pure string checks (no Lua, no I/O) -------------------- */
+int    tc_check_ipv4(const char *s, size_t n);
+int    tc_check_hostname(const char *s, size_t n);
+long   tc_utf8_length(const char *s, size_t n);
+int    tc_has_whitespace(const char *s, size_t n);
+int    tc_has_sip_prefix(const char *s, size_t n);
+int    tc_check_uuid(const char *s, size_t n);
+int    tc_check_token(const char *s, size_t n);
+int    tc_is_loopback_host(const char *host);
+size_t tc_edit_distance(const char *a, size_t na, const char *b, size_t nb);
+
+/* ---- retry.c: pure retry policy -------------------------------------- */
+#define TC_RETRY_AFTER_CEILING 60.0
+int    tc_curl_code_retryable(CURLcode code);
+int    tc_http_status_retryable(long status);
+double tc_retry_after_parse(const char *value, size_t n, time_t now);
+double tc_backoff(int retry_index, double jitter);
+
+typedef enum {
+    TC_RETRY_AGAIN = 0,      /* sleep *delay seconds, then try again */
+    TC_RETRY_NOT_RETRYABLE,  /* the failure is final */
+    TC_RETRY_EXHAUSTED,      /* retryable, but no retries left */
+    TC_RETRY_TOO_LONG        /* the server asked for more than the ceiling */
+} tc_retry_verdict_t;
+
+tc_retry_verdict_t tc_retry_plan(int attempts_made, int max_retries,
+                                 int retryable, double retry_after,
+                                 double jitter, double *delay);
+const char *tc_retry_verdict_name(tc_retry_verdict_t v);
+
+/* ---- rand.c: kernel randomness --------------------------------------- */
+int    tc_random_bytes(void *p, size_t n);
+int    tc_uuid4(char out[37]);
+double tc_random_jitter(void);
+
+/* ---- http.c: one request/response exchange on one easy handle -------- */
+typedef struct tc_client tc_client_t;
+
+typedef enum { TC_OUT_OK, TC_OUT_API, TC_OUT_TRANSPORT } tc_outcome_kind_t;
+
+/* Everything one in-flight request owns. The bulk path (curl multi) keeps
+ * one of these per item; `add` keeps one in its client. */
+typedef struct tc_exchange {
+    CURL              *easy;
+    struct curl_slist *headers;
+    tc_buf_t           body, head;
+    char               errbuf[CURL_ERROR_SIZE];
+    CURLcode           code;
+    long               status;
+} tc_exchange_t;
+
+/* What a finished exchange means, decided without Lua. */
+typedef struct tc_outcome {
+    tc_outcome_kind_t kind;
+    int         retryable;
+    double      retry_after;      /* seconds, or -1 when absent/garbage */
+    long        status;
+    CURLcode    curl_code;
+    const char *message;          /* transport failures: static or errbuf */
+    int         oom;              /* a buffer or list could not be allocated */
+} tc_outcome_t;
+
+typedef struct tc_request {
+    const char *method;           /* "POST" or "DELETE" */
+    const char *url;
+    const char *body;             /* NULL for none */
+    size_t      body_len;
+    const char *idempotency_key;  /* NULL for none */
+    long        timeout_ms;
+} tc_request_t;
+
+void tc_exchange_init(tc_exchange_t *ex);
+void tc_exchange_free(tc_exchange_t *ex);
+int  tc_exchange_prepare(tc_exchange_t *ex, tc_client_t *c, const tc_request_t *rq);
+void tc_exchange_classify(const tc_exchange_t *ex, tc_outcome_t *out, time_t now);
+const char *tc_header_find(const char *head, size_t len, const char *name, size_t *vlen);
+
+/* ---- client.c: settings, the kept-alive handle, fork safety ---------- */
+struct tc_client {
+    char  *base_url;        /* no trailing slash */
+    char  *auth_header;     /* "Authorization: Bearer <key>", or NULL */
+    char  *key;             /* points into auth_header, for redaction */
+    char  *user_agent;      /* full "User-Agent: ..." line */
+    char  *ca_file, *proxy;
+    long   connect_timeout_ms;
+    int    allow_http;      /* base_url's host is loopback */
+    pid_t  owner_pid;       /* process whose sockets `ex.easy` holds */
+    curl_socket_t sockets[TC_MAX_SOCKETS];
+    int    nsockets;
+    tc_exchange_t ex;       /* the single kept-alive exchange of `add` */
+};
+
+int  tc_client_check_url(const char *url, int *loopback, const char **why);
+int  tc_client_ensure_handle(tc_client_t *c);
+void tc_client_close(tc_client_t *c);
+void tc_client_adopt_sockets(tc_client_t *c, CURL *easy);
+
+/* sigpipe guard around libcurl calls that may write to a dead peer */
+typedef struct tc_sigpipe { int pending_before; sigset_t old; } tc_sigpipe_t;
+void tc_sigpipe_block(tc_sigpipe_t *s);
+void tc_sigpipe_restore(const tc_sigpipe_t *s);
+
+/* ---- schema.c: the declarative request schema and its walker --------- */
+int tc_schema_validate(lua_State *L, int params, int strict);
+int tc_schema_push_suggestion(lua_State *L, const char *name, int list);
+
+#endif
