@@ -1,0 +1,52 @@
+# Developer entry points; the rockspec is the real build.
+#   make [LUA=5.1|5.3|5.4|luajit]   build and install the rock into build/$(LUA)
+#   make test                       everything CI checks, on every Lua
+#   make demo                       add a carrier through the local emulator
+#   make clean
+# SPDX-License-Identifier: MIT
+
+LUA      ?= 5.4
+LUAS     ?= 5.4 5.3 5.1 luajit
+ROCKSPEC := topcalls-scm-1.rockspec
+WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Werror
+CFLAGS   ?= -O2 -g
+ROCK_CFLAGS = $(CFLAGS) -fPIC -fvisibility=hidden $(WARN)
+
+# LuaJIT uses the 5.1 ABI with its own headers.
+ifeq ($(LUA),luajit)
+  ROCK_LUA  := 5.1
+  ROCK_VARS := LUA_INCDIR=/usr/include/luajit-2.1
+else
+  ROCK_LUA  := $(LUA)
+  ROCK_VARS :=
+endif
+
+SOURCES := $(wildcard src/*.c src/*.h lua/topcalls/*.lua) $(ROCKSPEC)
+
+.PHONY: all build deps test demo clean
+
+all: build
+
+deps:
+	@tools/deps
+
+build: deps build/$(LUA)/.stamp
+
+build/$(LUA)/.stamp: $(SOURCES)
+	@mkdir -p build
+	luarocks --lua-version=$(ROCK_LUA) --tree=build/$(LUA) make --deps-mode=none \
+	    $(ROCKSPEC) CFLAGS="$(ROCK_CFLAGS)" $(ROCK_VARS) >build/$(LUA).log 2>&1 \
+	    || { cat build/$(LUA).log; exit 1; }
+	@rm -f src/*.o
+	@touch $@
+
+test: deps
+	@for v in $(LUAS); do $(MAKE) --no-print-directory build LUA=$$v || exit 1; done
+	@tools/test-all $(LUAS)
+
+demo: deps
+	@$(MAKE) --no-print-directory build LUA=5.4
+	@tools/demo
+
+clean:
+	rm -rf build topcalls src/*.o

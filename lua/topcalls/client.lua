@@ -1,0 +1,295 @@
+-- topcalls.client: a client's settings, the attempt loop with retries and
+-- logging, and the mapping of a finished exchange to a result or error.
+-- The API key lives only inside the C handle; nothing here holds it.
+-- SPDX-License-Identifier: MIT
+
+local core    = require "topcalls.core"
+local errors  = require "topcalls.errors"
+local json    = require "topcalls.json"
+
+local type, pairs, ipairs, tostring, pcall, setmetatable, getenv, open =
+      type, pairs, ipairs, tostring, pcall, setmetatable, os.getenv, io.open
+local floor, huge, find, match, sub = math.floor, math.huge, string.find, string.match, string.sub
+
+local _M = { VERSION = "0.1.0" }
+
+local DEFAULT_BASE_URL = "https://api.topcalls.ai"
+
+local function is_number(v) return type(v) == "number" and v == v and v > -huge and v < huge end
+
+-- Each option declared once: what it must be, and its default.
+local OPTIONS = {
+  api_key         = { kind = "token" },
+  base_url        = { kind = "string" },
+  timeout         = { kind = "seconds", default = 30 },
+  connect_timeout = { kind = "seconds", default = 10 },
+  max_retries     = { kind = "count", default = 2 },
+  ca_file         = { kind = "file" },
+  proxy           = { kind = "string" },
+  user_agent      = { kind = "line" },
+  strict          = { kind = "boolean", default = true },
+  logger          = { kind = "function" },
+}
+
+-- The same kinds serve the per-call options of carriers.add/delete.
+local CALL_OPTIONS = {
+  idempotency_key = { kind = "idempotency_key" },
+  timeout         = { kind = "seconds" },
+  max_retries     = { kind = "count" },
+}
+_M.CALL_OPTIONS = CALL_OPTIONS
+
+local MAX_RETRIES_LIMIT = 10
+
+-- Check one value of a declared kind: nil when good, else code, message.
+-- Messages never quote the value: it may be a key.
+local CHECKS = {
+  string = function(v)
+    if type(v) ~= "string" then return "type", "must be a string" end
+    if v == "" then return "length", "must not be empty" end
+  end,
+  token = function(v)
+    if type(v) ~= "string" then return "type", "must be a string" end
+    if v == "" then return "length", "must not be empty" end
+    if find(v, "[%s%c]") then return "format", "must not contain whitespace or control characters" end
+  end,
+  line = function(v)
+    if type(v) ~= "string" then return "type", "must be a string" end
+    if find(v, "%c") then return "format", "must not contain control characters" end
+  end,
+  file = function(v)
+    if type(v) ~= "string" then return "type", "must be a string" end
+    local f = open(v, "rb")
+    if not f then return "format", "cannot be read: " .. v end
+    f:close()
+  end,
+  seconds = function(v)
+    if not is_number(v) then return "type", "must be a number of seconds" end
+    if v <= 0 then return "range", "must be greater than 0" end
+  end,
+  count = function(v)
+    if not is_number(v) or floor(v) ~= v then return "type", "must be an integer" end
+    if v < 0 or v > MAX_RETRIES_LIMIT then return "range", "must be from 0 to " .. MAX_RETRIES_LIMIT end
+  end,
+  boolean = function(v)
+    if type(v) ~= "boolean" then return "type", "must be a boolean" end
+  end,
+  ["function"] = function(v)
+    if type(v) ~= "function" then return "type", "must be a function" end
+  end,
+  idempotency_key = function(v)
+    if type(v) ~= "string" then return "type", "must be a string" end
+    if #v < 8 or #v > 255 then return "length", "must be 8 to 255 characters" end
+    if not core.check("token", v) then return "format", "may only contain A-Z, a-z, 0-9, '_' and '-'" end
+  end,
+}
+
+-- Check a table of options against a declaration; returns the list of
+-- violations (empty when all are good).
+function _M.check_options(opts, declared, list)
+  list = list or {}
+  local names = {}
+  for name in pairs(declared) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local v = opts[name]
+    if v ~= nil then
+      local code, message = CHECKS[declared[name].kind](v)
+      if code then list[#list + 1] = { path = name, code = code, message = message } end
+    end
+  end
+  for k in pairs(opts) do
+    if declared[k] == nil then
+      local key = tostring(k)
+      local hint = type(k) == "string" and core.suggest(k, names)
+      list[#list + 1] = { path = key, code = "unknown_field",
+        message = "is not a known option" .. (hint and " (did you mean '" .. hint .. "'?)" or "") }
+    end
+  end
+  return list
+end
+
+local function env(name)
+  local v = getenv(name)
+  if v ~= nil and v ~= "" then return v end
+end
+
+local function lua_version()
+  local jit = rawget(_G, "jit")
+  return type(jit) == "table" and jit.version or _VERSION
+end
+
+-- The resolved settings of a client: options over environment over
+-- defaults. Returns settings, or nil, message, err (kind "config").
+function _M.settings(opts)
+  local problems = _M.check_options(opts, OPTIONS)
+  if #problems > 0 then return errors.violations("config", problems) end
+  local s = {}
+  for name, decl in pairs(OPTIONS) do
+    local v = opts[name]
+    if v == nil then v = decl.default end
+    s[name] = v
+  end
+  s.api_key = opts.api_key or env("TOPCALLS_API_KEY")
+  s.base_url = opts.base_url or env("TOPCALLS_BASE_URL") or DEFAULT_BASE_URL
+  s.user_agent = "topcalls-lua/" .. _M.VERSION .. " (" .. lua_version() .. "; libcurl/"
+                 .. core.curl_version .. ")" .. (opts.user_agent and " " .. opts.user_agent or "")
+  if s.api_key then
+    local code, message = CHECKS.token(s.api_key)
+    if code then
+      return errors.violations("config", { { path = "api_key", code = code,
+        message = message .. " (from " .. (opts.api_key and "api_key" or "TOPCALLS_API_KEY") .. ")" } })
+    end
+  end
+  return s
+end
+
+-- Open the C handle for settings s: handle, or nil, message, err.
+function _M.open(s)
+  local handle, why = core.client_new(s)
+  if not handle then
+    return errors.violations("config", { { path = "base_url", code = "format", message = why } })
+  end
+  return handle
+end
+
+local function call_logger(s, event)
+  if s.logger then pcall(s.logger, event) end   -- a broken logger must not break a call
+end
+
+-- Is this a JSON media type? ("application/json", "application/problem+json")
+local function is_json(content_type)
+  local mt = match(content_type or "", "^%s*([^;%s]+)")
+  return mt ~= nil and (mt:lower() == "application/json" or find(mt:lower(), "^application/[%w.%-]+%+json$") ~= nil)
+end
+
+local REASONS = {
+  [301] = "Moved Permanently", [302] = "Found", [303] = "See Other", [307] = "Temporary Redirect",
+  [308] = "Permanent Redirect", [400] = "Bad Request", [401] = "Unauthorized", [403] = "Forbidden",
+  [404] = "Not Found", [405] = "Method Not Allowed", [408] = "Request Timeout", [409] = "Conflict",
+  [413] = "Content Too Large", [415] = "Unsupported Media Type", [422] = "Unprocessable Content",
+  [429] = "Too Many Requests", [500] = "Internal Server Error", [502] = "Bad Gateway",
+  [503] = "Service Unavailable", [504] = "Gateway Timeout",
+}
+
+-- Copy the server's `errors` list, keeping only well-formed entries.
+local function problem_errors(list, redact)
+  local out = {}
+  if type(list) ~= "table" then return out end
+  for _, e in ipairs(list) do
+    if type(e) == "table" then
+      out[#out + 1] = {
+        path = type(e.path) == "string" and redact(e.path) or "",
+        message = type(e.message) == "string" and redact(e.message) or "",
+        code = type(e.code) == "string" and e.code or nil,
+      }
+    end
+  end
+  return out
+end
+
+-- Turn a non-2xx response into an `api` error, reading problem+json.
+local function api_error(res, fields, redact)
+  local headers = res.headers
+  local problem = is_json(headers["content-type"]) and json.decode(res.body) or nil
+  if type(problem) ~= "table" then problem = {} end
+  local function text(v) return type(v) == "string" and redact(v) or nil end
+  fields.status = res.status
+  fields.type, fields.title = text(problem.type), text(problem.title)
+  fields.detail, fields.instance = text(problem.detail), text(problem.instance)
+  fields.errors = problem_errors(problem.errors, redact)
+  fields.request_id = fields.request_id or fields.instance
+  local what = res.status .. " " .. (fields.title or REASONS[res.status] or "HTTP error")
+  if fields.detail then what = what .. ": " .. fields.detail end
+  local first = fields.errors[1]
+  if first then
+    what = what .. " (" .. (first.path ~= "" and first.path .. ": " or "") .. first.message
+           .. (#fields.errors > 1 and "; and " .. (#fields.errors - 1) .. " more" or "") .. ")"
+  end
+  if res.status >= 300 and res.status < 400 and headers.location then
+    what = what .. " (redirect to " .. redact(headers.location) .. " not followed)"
+  end
+  return errors.fail("api", what, fields)
+end
+
+-- Map one finished attempt to value | nil, message, err. `on_ok` turns a
+-- 2xx response into the value.
+local function finish(handle, res, attempts, verdict, on_ok)
+  local redact = function(s) return handle:redact(s) end
+  local fields = {
+    attempts = attempts,
+    retryable = res.retryable,
+    retry_after = res.retry_after,
+    request_id = res.headers["x-request-id"],
+  }
+  if res.kind == "transport" then
+    fields.curl_code = res.curl_code
+    local what = redact(res.error)
+    if verdict == "exhausted" then what = what .. " (gave up after " .. attempts .. " attempts)" end
+    return errors.fail("transport", what, fields)
+  elseif res.kind == "api" then
+    return api_error(res, fields, redact)
+  end
+  fields.status = res.status
+  return on_ok(res, fields)
+end
+
+-- A 2xx body that must be a JSON object.
+function _M.decode_object(res, fields)
+  local ct = res.headers["content-type"]
+  if ct and not is_json(ct) then
+    return errors.fail("decode", "expected a JSON response but got " .. ct, fields)
+  end
+  local value, why = json.decode(res.body)
+  if type(value) ~= "table" then
+    return errors.fail("decode", "response body is not a JSON object: " .. (why or "got a " .. type(value)), fields)
+  end
+  return value
+end
+
+-- Run one logical call: attempts with retries, one idempotency key for
+-- all of them (POST). Returns the value of on_ok, or nil, message, err.
+function _M.call(state, method, path, body, call, on_ok)
+  if not state.handle:has_key() then
+    return errors.fail("config", "no API key: pass api_key to topcalls.new{} or set the "
+                       .. "TOPCALLS_API_KEY environment variable")
+  end
+  local s = state.settings
+  local timeout = call.timeout or s.timeout
+  local max_retries = call.max_retries or s.max_retries
+  local key = method == "POST" and (call.idempotency_key or core.uuid4()) or nil
+  local attempts = 0
+  while true do
+    attempts = attempts + 1
+    local started = core.now()
+    local res = state.handle:perform(method, path, body, key, timeout)
+    local delay, verdict = core.retry_plan(attempts, max_retries, res.retryable, res.retry_after)
+    call_logger(s, {
+      method = method, url = s.base_url .. path, attempt = attempts, max_attempts = max_retries + 1,
+      outcome = res.kind, status = res.status, curl_code = res.kind == "transport" and res.curl_code or nil,
+      error = res.error, elapsed = core.now() - started, retry_in = delay,
+      verdict = res.kind == "ok" and "done" or verdict,
+      request_id = res.headers["x-request-id"], idempotency_key = key,
+    })
+    if not delay then
+      return finish(state.handle, res, attempts, verdict, on_ok)
+    end
+    core.sleep(delay)
+  end
+end
+
+-- Build the client state for opts: state, or nil, message, err.
+function _M.new_state(opts)
+  local s, msg, err = _M.settings(opts)
+  if not s then return nil, msg, err end
+  local handle
+  handle, msg, err = _M.open(s)
+  if not handle then return nil, msg, err end
+  s.api_key = nil   -- from here on only the C handle holds the key
+  return { settings = s, handle = handle }
+end
+
+_M.lua_version = lua_version
+_M.is_number = is_number
+
+return _M

@@ -1,0 +1,43 @@
+package = "topcalls"
+version = "scm-1"
+source = {
+  url = "git+https://github.com/topcalls/topcalls-lua.git",
+}
+description = {
+  summary = "Provision SIP carriers on the TopCalls voice-AI platform",
+  detailed = [[
+    topcalls.carriers.add{...} validates a Bring-Your-Own-Carrier request
+    against every documented rule, then sends it with libcurl: keep-alive,
+    safe retries with idempotency keys, fork-safe connections, and secrets
+    that never reach an error or a log. Lua 5.1-5.4, LuaJIT, nginx, Kamailio.
+  ]],
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.1, < 5.5",
+  "lua-cjson >= 2.1",
+}
+external_dependencies = {
+  -- Only the library: Debian keeps curl.h in the multiarch include dir,
+  -- which LuaRocks 3.8's header probe does not search (gcc finds it).
+  CURL = { library = "curl" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["topcalls.core"] = {
+      sources = {
+        "src/core.c", "src/client.c", "src/http.c", "src/schema.c",
+        "src/check.c", "src/retry.c", "src/rand.c", "src/buf.c",
+      },
+      incdirs = { "$(CURL_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)" },
+      libraries = { "curl", "pthread", "m" },
+    },
+    ["topcalls"]          = "lua/topcalls/init.lua",
+    ["topcalls.client"]   = "lua/topcalls/client.lua",
+    ["topcalls.carriers"] = "lua/topcalls/carriers.lua",
+    ["topcalls.errors"]   = "lua/topcalls/errors.lua",
+    ["topcalls.json"]     = "lua/topcalls/json.lua",
+  },
+}
