@@ -114,7 +114,8 @@ describe("the default client", function()
   it("returns a config error naming the variable when no key is set", function()
     local out = run_lua({ TOPCALLS_BASE_URL = emu.url }, [[
       local topcalls = require "topcalls"
-      print(select(2, topcalls.carriers.add{ carrier_name = "x", sip_gateway = { ipv4 = "192.0.2.1" } }))
+      local _, msg = topcalls.carriers.add{ carrier_name = "x", sip_gateway = { ipv4 = "192.0.2.1" } }
+      print(msg)
     ]])
     assert.are.equal("topcalls: config: no API key: pass api_key to topcalls.new{} or set the "
                      .. "TOPCALLS_API_KEY environment variable\n", out)
@@ -208,8 +209,8 @@ describe("ownership", function()
     local during = open_fds()
     collectgarbage(); collectgarbage()
     assert.is_nil(weak.client)
-    assert.are.equal(before + 1, during)   -- the kept-alive connection
-    assert.are.equal(before, open_fds())   -- closed by __gc
+    assert.is_true(during > before)        -- the kept-alive connection (and libcurl's wakeup pair)
+    assert.are.equal(before, open_fds())   -- all closed by __gc
   end)
 
   it("keeps a client usable across many calls without growing", function()

@@ -241,7 +241,9 @@ function _M.decode_object(res, fields)
     return errors.fail("decode", "expected a JSON response but got " .. ct, fields)
   end
   local value, why = json.decode(res.body)
-  if type(value) ~= "table" then
+  -- cjson decodes arrays to tables too; an object starts with '{'
+  if type(value) == "table" and not find(res.body, "^%s*{") then why = "got a JSON array" end
+  if type(value) ~= "table" or why then
     return errors.fail("decode", "response body is not a JSON object: " .. (why or "got a " .. type(value)), fields)
   end
   return value
