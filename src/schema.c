@@ -306,8 +306,9 @@ static void walk_unknown(walk_t *w, const field_t *members, const char *path, in
     while (lua_next(L, src) != 0) {
         const field_t *f = NULL;
         if (lua_type(L, -2) == LUA_TSTRING) {
-            const char *k = lua_tostring(L, -2);
-            for (f = members; f->name && strcmp(f->name, k) != 0; f++)
+            size_t n;
+            const char *k = lua_tolstring(L, -2, &n);   /* may hold NULs */
+            for (f = members; f->name && !(strlen(f->name) == n && memcmp(f->name, k, n) == 0); f++)
                 ;
             if (f->name == NULL)
                 f = NULL;
