@@ -277,10 +277,12 @@ static void walk_field(walk_t *w, const field_t *f, const char *path, int vidx, 
         int sub = lua_gettop(L);
         walk_object(w, f->members, path, vidx, sub);
         if (f->one_true) {
-            int any = 0;
+            /* only when every one is a real false: a mistyped one was
+             * reported already and is not stored in sub */
+            int all_false = 1;
             for (const char *const *b = f->one_true; *b; b++)
-                any |= raw_boolean(L, sub, *b) == 1;
-            if (!any) {
+                all_false &= raw_boolean(L, sub, *b) == 0;
+            if (all_false) {
                 lua_pushliteral(L, "inbound and outbound are both false: the gateway would carry no calls");
                 add_error(w, path, "conflict");
             }
