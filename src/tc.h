@@ -12,6 +12,10 @@
 #include <curl/curl.h>
 #include "tc_compat.h"
 
+/* Everything declared from here on stays inside the module, even when a
+ * build (a plain `luarocks make`) does not pass -fvisibility=hidden. */
+#pragma GCC visibility push(hidden)
+
 #define TC_BODY_LIMIT   (1024u * 1024u)   /* contract: bodies over 1 MiB refused */
 #define TC_HEAD_LIMIT   (64u * 1024u)     /* response headers kept per attempt */
 #define TC_MAX_SOCKETS  16                /* sockets one client may hold open */
@@ -134,5 +138,7 @@ void tc_sigpipe_restore(const tc_sigpipe_t *s);
 /* ---- schema.c: the declarative request schema and its walker --------- */
 int tc_schema_validate(lua_State *L, int params, int strict);
 int tc_schema_push_suggestion(lua_State *L, const char *name, int list);
+
+#pragma GCC visibility pop
 
 #endif
