@@ -1,6 +1,6 @@
 -- Server-side validation of a POST /v1/phone-numbers/carriers body, written
--- from /work/shared/CONTRACT.md and DECISIONS.tmp.md only (an independent
--- cross-check of the SDK's own validator in C).
+-- from the shared CONTRACT.md and the README's "Choices where the contract is
+-- silent" only (an independent cross-check of the SDK's own validator in C).
 --
 -- The schema is a declarative table: every documented rule lives in exactly
 -- one place, either as a field spec or as an object-level check.  The walker
