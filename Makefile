@@ -23,7 +23,7 @@ endif
 
 SOURCES := $(wildcard src/*.c src/*.h lua/topcalls/*.lua) $(ROCKSPEC)
 
-.PHONY: all build deps test demo clean
+.PHONY: all build deps test demo clean check-hosts check-sanitize check-valgrind fuzz check-torture lint docs bench
 
 all: build
 
@@ -34,7 +34,7 @@ build: deps build/$(LUA)/.stamp
 
 build/$(LUA)/.stamp: $(SOURCES)
 	@mkdir -p build
-	luarocks --lua-version=$(ROCK_LUA) --tree=build/$(LUA) make --deps-mode=none \
+	flock build/.lock luarocks --lua-version=$(ROCK_LUA) --tree=build/$(LUA) make --deps-mode=none \
 	    $(ROCKSPEC) CFLAGS="$(ROCK_CFLAGS)" $(ROCK_VARS) >build/$(LUA).log 2>&1 \
 	    || { cat build/$(LUA).log; exit 1; }
 	@rm -f src/*.o
@@ -47,6 +47,25 @@ test: deps
 demo: deps
 	@$(MAKE) --no-print-directory build LUA=5.4
 	@tools/demo
+
+# Each check is a script that test-all also runs; these are shortcuts.
+check-hosts check-sanitize check-valgrind check-torture: build
+	@for v in $(LUAS); do $(MAKE) --no-print-directory build LUA=$$v || exit 1; done
+	@tools/$@
+
+FUZZ_SECONDS ?= 10
+fuzz: deps
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) tools/check-fuzz
+
+lint: deps
+	@tools/check-lint
+
+docs: deps
+	@tools/docs
+
+bench: deps
+	@for v in $(LUAS); do $(MAKE) --no-print-directory build LUA=$$v || exit 1; done
+	@bench/run
 
 clean:
 	rm -rf build topcalls src/*.o

@@ -134,7 +134,11 @@ end
 -- Request log
 ---------------------------------------------------------------------------
 
+-- Saved on arrival and again when answered; the two times let tests see
+-- how many requests were in flight at once.
 local function save_log(ctx)
+  ngx.update_time()
+  if ctx.entry.status ~= null then ctx.entry.answered_at = ngx.now() end
   local ok, err = dict:safe_set("log:" .. ctx.entry.seq, json(ctx.entry))
   if not ok then ngx.log(ngx.ERR, "emulator: cannot store log entry: ", err) end
 end
@@ -157,6 +161,7 @@ local function log_arrival(ctx)
     idempotency_key = key or null,
     replayed = false,
     fault = ctx.fault or null,
+    arrived_at = ngx.now(),
   }
   save_log(ctx)
 end
