@@ -60,10 +60,12 @@ fuzz: deps
 lint: deps
 	@tools/check-lint
 
-docs: deps
+docs:
+	@tools/deps docs
 	@tools/docs
 
-bench: deps
+bench:
+	@tools/deps bench
 	@for v in $(LUAS); do $(MAKE) --no-print-directory build LUA=$$v || exit 1; done
 	@bench/run
 
