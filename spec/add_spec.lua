@@ -249,6 +249,16 @@ describe("failures", function()
     assert.are.equal("req_fixed123", err.request_id)
   end)
 
+  it("takes request_id from the problem's instance when there is no X-Request-Id", function()
+    local instance = "urn:topcalls:request:req_from_instance"
+    emu.faults({ { status = 409, headers = { ["X-Request-Id"] = "" }, content_type = "application/problem+json",
+                   body = '{"title":"Conflict","status":409,"instance":"' .. instance .. '"}' } })
+    local _, _, err = fx.client().carriers.add(fx.carrier())
+    assert.are.equal(409, err.status)
+    assert.are.equal(instance, err.instance)
+    assert.are.equal(instance, err.request_id)
+  end)
+
   it("reports a malformed success body as a decode error", function()
     local cases = {
       { status = 201, body = "{not json", content_type = "application/json" },

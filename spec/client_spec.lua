@@ -58,6 +58,17 @@ describe("topcalls.new", function()
     end
   end)
 
+  it("sends requests through the configured proxy", function()
+    -- nothing listens on port 1: the refused connection proves the proxy
+    -- was used, and the .invalid API host is never resolved here
+    local c = fx.client({ base_url = "https://api.topcalls.invalid", proxy = "http://127.0.0.1:1",
+                          max_retries = 0 })
+    local _, msg, err = c.carriers.add(fx.carrier())
+    assert.are.equal("transport", err.kind)
+    assert.are.equal(7, err.curl_code)
+    assert.is_truthy(msg:find("127.0.0.1 port 1", 1, true), msg)
+  end)
+
   it("refuses a key with whitespace without quoting it", function()
     local _, msg, err = topcalls.new{ api_key = "tc_live_abc def" }
     assert.are.equal("config", err.kind)

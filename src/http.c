@@ -63,7 +63,6 @@ static int add_header(struct curl_slist **list, const char *line)
 int tc_exchange_prepare(tc_exchange_t *ex, tc_client_t *c, const tc_request_t *rq)
 {
     CURL *h = ex->easy;
-    char idem[300];
 
     /* reset clears options but keeps live connections and caches */
     curl_easy_reset(h);
@@ -83,6 +82,7 @@ int tc_exchange_prepare(tc_exchange_t *ex, tc_client_t *c, const tc_request_t *r
         || (rq->body && add_header(hl, "Content-Type: application/json") != 0))
         return -1;
     if (rq->idempotency_key) {
+        char idem[300];   /* the key is at most 255 characters (checked by the caller) */
         snprintf(idem, sizeof idem, "Idempotency-Key: %s", rq->idempotency_key);
         if (add_header(hl, idem) != 0)
             return -1;

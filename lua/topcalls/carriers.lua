@@ -7,7 +7,7 @@ local errors  = require "topcalls.errors"
 local json    = require "topcalls.json"
 local client  = require "topcalls.client"
 
-local type, error, select, ipairs = type, error, select, ipairs
+local type, error = type, error
 
 local _M = {}
 

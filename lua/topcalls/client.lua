@@ -7,9 +7,9 @@ local core    = require "topcalls.core"
 local errors  = require "topcalls.errors"
 local json    = require "topcalls.json"
 
-local type, pairs, ipairs, tostring, pcall, setmetatable, getenv, open =
-      type, pairs, ipairs, tostring, pcall, setmetatable, os.getenv, io.open
-local floor, huge, find, match, sub = math.floor, math.huge, string.find, string.match, string.sub
+local type, pairs, ipairs, tostring, pcall, getenv, open =
+      type, pairs, ipairs, tostring, pcall, os.getenv, io.open
+local floor, huge, find, match = math.floor, math.huge, string.find, string.match
 
 local _M = { VERSION = "0.1.0" }
 
