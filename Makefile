@@ -21,7 +21,7 @@ else
   ROCK_VARS :=
 endif
 
-SOURCES := $(wildcard src/*.c src/*.h lua/topcalls/*.lua) $(ROCKSPEC)
+SOURCES := $(wildcard src/*.c src/*.h lua/topcalls/*.lua bin/topcalls) $(ROCKSPEC)
 
 .PHONY: all build deps test demo clean check-hosts check-sanitize check-valgrind fuzz check-torture lint docs bench
 

@@ -4,7 +4,7 @@
 -- SPDX-License-Identifier: MIT
 
 local cjson = require("cjson").new()
-local pcall, type = pcall, type
+local pcall, type, pairs, ipairs, sort, concat = pcall, type, pairs, ipairs, table.sort, table.concat
 
 cjson.encode_invalid_numbers(false)
 cjson.decode_invalid_numbers(false)
@@ -12,11 +12,44 @@ cjson.encode_sparse_array(false)
 
 local _M = { null = cjson.null }
 
+-- Write value with every object's keys sorted. cjson writes keys in table
+-- order, which Lua 5.3+ varies per process (string hashes are seeded), and
+-- a re-run that reuses an Idempotency-Key must send the same bytes or the
+-- server answers 409 instead of replaying. Only called on a value cjson has
+-- already accepted; tables that are not all-string-keyed objects or plain
+-- 1..n arrays are left to cjson as they are.
+local function canonical(value, out)
+  if type(value) ~= "table" then out[#out + 1] = cjson.encode(value); return end
+  local keys, strings = {}, true
+  for k in pairs(value) do
+    keys[#keys + 1] = k
+    strings = strings and type(k) == "string"
+  end
+  if strings and #keys > 0 then
+    sort(keys)
+    for i, k in ipairs(keys) do
+      out[#out + 1] = (i == 1 and "{" or ",") .. cjson.encode(k) .. ":"
+      canonical(value[k], out)
+    end
+    out[#out + 1] = "}"
+  elseif #keys > 0 and #keys == #value then
+    for i = 1, #value do
+      out[#out + 1] = i == 1 and "[" or ","
+      canonical(value[i], out)
+    end
+    out[#out + 1] = "]"
+  else
+    out[#out + 1] = cjson.encode(value)
+  end
+end
+
 -- value | nil, reason
 function _M.encode(value)
-  local ok, res = pcall(cjson.encode, value)
-  if ok then return res end
-  return nil, res
+  local ok, res = pcall(cjson.encode, value)   -- cjson's checks: depth, sparse arrays, NaN, key types
+  if not ok then return nil, res end
+  local out = {}
+  canonical(value, out)
+  return concat(out)
 end
 
 -- value | nil, reason
