@@ -1,0 +1,239 @@
+-- topcalls inside real nginx with Debian's Lua module (LuaJIT), started by
+-- tools/check-hosts with tools/hosts/nginx.conf.in: the example gateway
+-- through the thread pool, plain blocking calls from handlers, timers and
+-- init_by_lua, the missing-pool error, fork safety with 2 workers, and a
+-- slow API not stalling the worker.
+-- SPDX-License-Identifier: MIT
+
+local h = require "spec.hosts.support"
+local emu = h.emu
+
+local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
+
+local function params(name, extra)
+  local p = { carrier_name = name, sip_gateway = { ipv4 = "203.0.113.10", port = 5062 } }
+  for k, v in pairs(extra or {}) do p[k] = v end
+  return p
+end
+
+-- The one carrier the emulator stored under `name`.
+local function stored(name)
+  local list = h.carriers_named(name)
+  assert.are.equal(1, #list, "carriers named " .. name)
+  return list[1]
+end
+
+describe("nginx: the example gateway (topcalls.ngx, thread pool)", function()
+  it("creates the carrier and answers 201 with it", function()
+    local name = h.unique("ngx pool")
+    local status, body, raw = h.post_pool("/carriers", params(name))
+    assert.are.equal(201, status, raw)
+    assert.is_truthy(body.voip_carrier_sid:match(UUID), raw)
+    local c = stored(name)
+    assert.are.equal(c.voip_carrier_sid, body.voip_carrier_sid)
+    assert.are.equal(c.id, body.id)
+    assert.are.equal(5062, body.sip_gateway.port)
+  end)
+
+  it("passes the caller's Idempotency-Key: a replay returns the same carrier", function()
+    local name = h.unique("ngx idem")
+    local key = "gw-" .. os.time() .. "-idem"
+    local s1, b1, raw1 = h.post_pool("/carriers", params(name), { ["Idempotency-Key"] = key })
+    local s2, b2, raw2 = h.post_pool("/carriers", params(name), { ["Idempotency-Key"] = key })
+    assert.are.equal(201, s1, raw1)
+    assert.are.equal(201, s2, raw2)
+    assert.are.equal(b1.voip_carrier_sid, b2.voip_carrier_sid)
+    assert.are.equal(1, #h.carriers_named(name))
+    for _, r in ipairs(h.requests_named(name)) do assert.are.equal(key, r.idempotency_key) end
+  end)
+
+  it("answers validation errors as JSON, with every violation, sending nothing", function()
+    local before = #emu.log()
+    local status, body, raw = h.post_pool("/carriers", {
+      carrier_name = "", sip_gateway = { ipv4 = "sip.example.com", port = 70000 }, trunk_typo = "x",
+    })
+    assert.are.equal(422, status, raw)
+    assert.are.equal("validation", body.error.kind)
+    assert.is_truthy(body.error.message:match("^topcalls: validation: "), raw)
+    local paths = {}
+    for _, e in ipairs(body.error.errors) do paths[e.path] = e.code end
+    assert.are.same({ carrier_name = "length", ["sip_gateway.ipv4"] = "format",
+                      ["sip_gateway.port"] = "range", trunk_typo = "unknown_field" }, paths)
+    assert.are.equal(before, #emu.log())
+  end)
+
+  it("refuses a bad Idempotency-Key header at path idempotency_key", function()
+    local name = h.unique("ngx badkey")
+    local status, body, raw = h.post_pool("/carriers", params(name), { ["Idempotency-Key"] = "no spaces allowed" })
+    assert.are.equal(422, status, raw)
+    assert.are.equal("idempotency_key", body.error.errors[1].path)
+    assert.are.equal(0, #h.requests_named(name))
+  end)
+
+  it("rebuilds API errors that crossed the thread boundary", function()
+    local name = h.unique("ngx api error")
+    emu.faults{ { status = 409, body = '{"type":"about:blank","title":"Conflict","status":409,'
+                  .. '"detail":"carrier name taken","errors":[{"path":"carrier_name","message":"taken","code":"duplicate"}]}',
+                  content_type = "application/problem+json" } }
+    local status, body, raw = h.post_pool("/carriers", params(name))
+    assert.are.equal(409, status, raw)
+    assert.are.equal("api", body.error.kind)
+    assert.are.equal(409, body.error.status)
+    assert.are.equal("carrier_name", body.error.errors[1].path)
+    assert.is_truthy(body.error.message:match("^topcalls: api: 409 Conflict: carrier name taken"), raw)
+    local reqs = h.requests_named(name)
+    assert.are.equal(1, #reqs)
+    assert.are.equal(reqs[1].request_id, body.error.request_id)
+  end)
+
+  it("keeps one kept-alive connection per pool thread", function()
+    local name = h.unique("ngx keepalive")
+    for i = 1, 8 do
+      local status, _, raw = h.post_pool("/carriers", params(name .. " " .. i))
+      assert.are.equal(201, status, raw)
+    end
+    local conns, reused = {}, 0
+    for _, r in ipairs(emu.log()) do
+      local b = h.decode(r.body or "")
+      if type(b) == "table" and type(b.carrier_name) == "string" and b.carrier_name:sub(1, #name) == name then
+        conns[r.pid .. ":" .. r.connection] = true
+        if r.connection_requests > 1 then reused = reused + 1 end
+      end
+    end
+    local n = 0
+    for _ in pairs(conns) do n = n + 1 end
+    assert.is_true(n >= 1 and n <= 4, n .. " connections for 8 sequential adds (pool has 4 threads)")
+    assert.is_true(reused >= 4, "only " .. reused .. " of 8 requests reused a connection")
+  end)
+
+  it("runs delete through the pool and replays the logger's events in the handler", function()
+    local name = h.unique("ngx api")
+    local status, body, raw = h.request("GET", h.pool_url .. "/api?name=" .. name:gsub(" ", "%%20"))
+    assert.are.equal(200, status, raw)
+    assert.is_true(body.deleted, raw)
+    assert.are.equal(0, #h.carriers_named(name))
+    -- a second delete: a 404 api error, rebuilt with its __tostring
+    assert.are.equal("api", body.again_kind)
+    assert.are.equal(404, body.again_status)
+    assert.are.equal(body.again_message, body.again_tostring)
+    assert.are.equal("carrier_id", body.bad_path)
+    assert.is_true(body.valid)
+    -- one event per attempt: add, delete, delete
+    assert.are.equal(3, #body.events, raw)
+    assert.are.equal("POST", body.events[1].method)
+    assert.are.equal("done", body.events[1].verdict)
+    assert.are.equal(h.requests_named(name)[1].idempotency_key, body.events[1].idempotency_key)
+    assert.are.equal("DELETE", body.events[2].method)
+    assert.are.equal(404, body.events[3].status)
+    assert.is_nil(raw:find("tc_test_hosts", 1, true))
+    assert.is_truthy(body.client:find("pool topcalls", 1, true), body.client)
+  end)
+
+  it("names the thread_pool directive when the pool is missing, without hanging", function()
+    local name = h.unique("ngx nopool")
+    local started = h.now()
+    local status, body, raw = h.post_pool("/nopool/carriers", params(name))
+    assert.is_true(h.now() - started < 2)
+    assert.are.equal(500, status, raw)
+    assert.are.equal("config", body.error.kind)
+    assert.is_truthy(body.error.message:find("thread_pool undeclared_pool threads=", 1, true), raw)
+    assert.are.equal(0, #h.requests_named(name))
+  end)
+
+  it("does not stall the worker: 4 adds through a 1 s API on 1 worker take well under 4 s", function()
+    local name = h.unique("ngx slow")
+    emu.config{ latency = 1 }
+    local ok, results, elapsed = pcall(h.parallel_posts, h.pool_url .. "/carriers", {
+      h.json.encode(params(name .. " 1")), h.json.encode(params(name .. " 2")),
+      h.json.encode(params(name .. " 3")), h.json.encode(params(name .. " 4")),
+    })
+    emu.config{ latency = 0 }
+    assert(ok, results)
+    io.stderr:write(("\n    [nginx] 4 concurrent adds, 1 s API latency, 1 worker: %.2f s\n"):format(elapsed))
+    for i, r in ipairs(results) do
+      assert.are.equal(201, r.status, r.raw)
+      assert.are.equal(stored(name .. " " .. i).voip_carrier_sid, r.body.voip_carrier_sid)
+    end
+    assert.is_true(elapsed < 3, ("took %.2f s"):format(elapsed))
+    -- the emulator saw the four requests in flight together
+    local first_answer, last_arrival = math.huge, 0
+    for i = 1, 4 do
+      local r = h.requests_named(name .. " " .. i)[1]
+      first_answer = math.min(first_answer, r.answered_at)
+      last_arrival = math.max(last_arrival, r.arrived_at)
+    end
+    assert.is_true(last_arrival < first_answer, "requests were served one after another")
+  end)
+end)
+
+describe("nginx: plain require \"topcalls\"", function()
+  it("works (blocking) in a request handler", function()
+    local name = h.unique("ngx blocking")
+    local status, body, raw = h.post_pool("/blocking/carriers", params(name))
+    assert.are.equal(201, status, raw)
+    assert.are.equal(stored(name).voip_carrier_sid, body.voip_carrier_sid)
+  end)
+
+  it("works in an ngx.timer", function()
+    local name = h.unique("ngx timer")
+    local status, body, raw = h.request("GET", h.pool_url .. "/timer?name=" .. name:gsub(" ", "%%20"))
+    assert.are.equal(200, status, raw)
+    assert.are.equal(stored(name).voip_carrier_sid, body.sid)
+  end)
+
+  it("works in init_by_lua (the master)", function()
+    local status, body, raw = h.request("GET", h.pool_url .. "/master")
+    assert.are.equal(200, status, raw)
+    assert.are.equal("init", body.phase)
+    assert.are.equal(stored("master " .. math.floor(body.pid)).voip_carrier_sid, body.sid)
+  end)
+end)
+
+describe("nginx: a client made in init_by_lua, used by 2 workers", function()
+  it("never shares a connection between processes", function()
+    local url = assert(h.fork_url, "TOPCALLS_HOSTS_NGINX_FORK_URL is not set")
+    local worker_pids, failures = {}, {}
+    for _ = 1, 4 do                          -- until both workers have answered
+      local results = h.parallel_posts(url .. "/fork", { "", "", "", "", "", "", "", "" })
+      for _, r in ipairs(results) do
+        if r.status == 200 and r.body then
+          worker_pids[math.floor(r.body.pid)] = true
+        else
+          failures[#failures + 1] = tostring(r.status) .. " " .. r.raw
+        end
+      end
+      local n = 0
+      for _ in pairs(worker_pids) do n = n + 1 end
+      if n >= 2 then break end
+    end
+    -- who used which of the emulator's connections: the client's pid is in
+    -- the idempotency key (forkm<pid>x.. from the master, forkw<pid>x.. from a worker)
+    local users = {}
+    local _, mbody = h.request("GET", url .. "/master")
+    local master_pid = math.floor(mbody.pid)
+    local seen = {}
+    for _, r in ipairs(emu.log()) do
+      local who, pid = (r.idempotency_key or ""):match("^fork([mw])(%d+)x")
+      pid = tonumber(pid)
+      if pid and (pid == master_pid or worker_pids[pid]) then
+        seen[who .. pid] = true
+        local conn = r.pid .. ":" .. r.connection
+        users[conn] = users[conn] or {}
+        users[conn][pid] = true
+      end
+    end
+    assert.is_true(seen["m" .. master_pid], "the master's add is not in the emulator log")
+    local workers_seen = 0
+    for pid in pairs(worker_pids) do
+      assert.is_true(seen["w" .. pid], "worker " .. pid .. " made no request")
+      workers_seen = workers_seen + 1
+    end
+    assert.is_true(workers_seen >= 2, "only " .. workers_seen .. " worker(s) answered")
+    for conn, pids in pairs(users) do
+      local list = {}
+      for pid in pairs(pids) do list[#list + 1] = pid end
+      assert.are.equal(1, #list, "connection " .. conn .. " used by pids " .. table.concat(list, ", "))
+    end
+    assert.are.same({}, failures)
+  end)
+end)
