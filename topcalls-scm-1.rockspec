@@ -16,6 +16,7 @@ description = {
 dependencies = {
   "lua >= 5.1, < 5.5",
   "lua-cjson >= 2.1",
+  "argparse >= 0.6",   -- bin/topcalls only
 }
 external_dependencies = {
   -- Only the library: Debian keeps curl.h in the multiarch include dir,
@@ -28,7 +29,7 @@ build = {
     ["topcalls.core"] = {
       sources = {
         "src/core.c", "src/client.c", "src/http.c", "src/schema.c",
-        "src/check.c", "src/retry.c", "src/rand.c", "src/buf.c",
+        "src/check.c", "src/retry.c", "src/rand.c", "src/buf.c", "src/multi.c",
       },
       incdirs = { "$(CURL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)" },
@@ -39,5 +40,7 @@ build = {
     ["topcalls.carriers"] = "lua/topcalls/carriers.lua",
     ["topcalls.errors"]   = "lua/topcalls/errors.lua",
     ["topcalls.json"]     = "lua/topcalls/json.lua",
+    ["topcalls.ngx"]      = "lua/topcalls/ngx.lua",
   },
+  install = { bin = { topcalls = "bin/topcalls" } },
 }

@@ -5,6 +5,7 @@
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -130,7 +131,7 @@ static void push_headers(lua_State *L, const tc_buf_t *head)
         if (eol == NULL)
             eol = end;
         const char *colon = memchr(p, ':', (size_t)(eol - p));
-        if (colon && colon > p && memcmp(p, "HTTP/", 5) != 0) {
+        if (colon && colon > p && !(eol - p >= 5 && memcmp(p, "HTTP/", 5) == 0)) {
             luaL_Buffer b;
             luaL_buffinit(L, &b);
             for (const char *q = p; q < colon; q++)
@@ -174,6 +175,36 @@ static void set_string(lua_State *L, const char *k, const char *v)
     lua_setfield(L, -2, k);
 }
 
+/* Classify a finished exchange and push the outcome table that both
+** client:perform and bulk:run return: { kind = "ok"|"api"|"transport",
+** status, body, headers, retryable, retry_after, curl_code, error }.
+** [-0, +1, m] */
+static void push_outcome(lua_State *L, const tc_exchange_t *ex)
+{
+    tc_outcome_t out;
+    tc_exchange_classify(ex, &out, time(NULL));
+    if (out.oom)
+        luaL_error(L, "not enough memory");
+
+    static const char *const kinds[] = { "ok", "api", "transport" };
+    lua_createtable(L, 0, 13);
+    set_string(L, "kind", kinds[out.kind]);
+    lua_pushboolean(L, out.retryable);
+    lua_setfield(L, -2, "retryable");
+    set_integer(L, "curl_code", (long)out.curl_code);
+    if (out.retry_after >= 0)
+        set_number(L, "retry_after", out.retry_after);
+    if (out.kind == TC_OUT_TRANSPORT) {
+        set_string(L, "error", out.message);
+    } else {
+        set_integer(L, "status", out.status);
+        lua_pushlstring(L, ex->body.data ? ex->body.data : "", ex->body.len);
+        lua_setfield(L, -2, "body");
+    }
+    push_headers(L, &ex->head);
+    lua_setfield(L, -2, "headers");
+}
+
 /*
 ** client:perform(method, path, body|nil, idempotency_key|nil, timeout)
 ** -> outcome table { kind = "ok"|"api"|"transport", status, body, headers,
@@ -204,30 +235,9 @@ static int l_client_perform(lua_State *L)
         curl_easy_getinfo(c->ex.easy, CURLINFO_RESPONSE_CODE, &c->ex.status);
     }
 
-    tc_outcome_t out;
     if (!prepared)
         return luaL_error(L, "not enough memory");
-    tc_exchange_classify(&c->ex, &out, time(NULL));
-    if (out.oom)
-        return luaL_error(L, "not enough memory");
-
-    static const char *const kinds[] = { "ok", "api", "transport" };
-    lua_createtable(L, 0, 10);
-    set_string(L, "kind", kinds[out.kind]);
-    lua_pushboolean(L, out.retryable);
-    lua_setfield(L, -2, "retryable");
-    set_integer(L, "curl_code", (long)out.curl_code);
-    if (out.retry_after >= 0)
-        set_number(L, "retry_after", out.retry_after);
-    if (out.kind == TC_OUT_TRANSPORT) {
-        set_string(L, "error", out.message);
-    } else {
-        set_integer(L, "status", out.status);
-        lua_pushlstring(L, c->ex.body.data ? c->ex.body.data : "", c->ex.body.len);
-        lua_setfield(L, -2, "body");
-    }
-    push_headers(L, &c->ex.head);
-    lua_setfield(L, -2, "headers");
+    push_outcome(L, &c->ex);
     return 1;
 }
 
@@ -281,6 +291,163 @@ static int l_client_tostring(lua_State *L)
         lua_pushfstring(L, "topcalls.client (%s)", c->base_url);
     else
         lua_pushliteral(L, "topcalls.client (closed)");
+    return 1;
+}
+
+/*
+** The "topcalls.bulk" userdata: one carriers.add_many run (multi.c). It
+** holds a registry reference to its client, whose settings every request
+** of the run uses, so the client outlives it.
+*/
+#define BULK_MT "topcalls.bulk"
+
+typedef struct bulk_ud {
+    tc_bulk_t b;
+    int client_ref;
+    int closed;
+} bulk_ud_t;
+
+static bulk_ud_t *check_bulk(lua_State *L, int i)
+{
+    bulk_ud_t *u = luaL_checkudata(L, i, BULK_MT);
+    if (u->closed)
+        luaL_argerror(L, i, "bulk run is closed");
+    return u;
+}
+
+/*
+** client:bulk(path, timeout, concurrency, capacity) -> bulk: an empty run
+** of POSTs to base_url..path on `concurrency` lanes (1-64), room for
+** `capacity` items. The userdata exists, zeroed and with its __gc, before
+** anything is allocated. [-0, +1, m]
+*/
+static int l_client_bulk(lua_State *L)
+{
+    tc_client_t *c = check_client(L, 1);
+    const char *path = luaL_checkstring(L, 2);
+    double timeout = luaL_checknumber(L, 3);
+    lua_Integer conc = luaL_checkinteger(L, 4);
+    lua_Integer cap = luaL_checkinteger(L, 5);
+    luaL_argcheck(L, conc >= 1 && conc <= TC_BULK_MAX_CONCURRENCY, 4, "concurrency must be 1 to 64");
+    luaL_argcheck(L, cap >= 0 && cap <= INT_MAX / 64, 5, "capacity out of range");
+
+    bulk_ud_t *u = tc_newuserdata(L, sizeof *u);
+    memset(u, 0, sizeof *u);
+    u->client_ref = LUA_NOREF;
+    luaL_getmetatable(L, BULK_MT);
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, 1);
+    u->client_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+    const char *url = lua_pushfstring(L, "%s%s", c->base_url, path);
+    long timeout_ms = timeout > 0 ? (long)ceil(timeout * 1000.0) : 1;
+    if (tc_bulk_init(&u->b, c, url, timeout_ms, (int)conc, (int)cap) != 0)
+        return luaL_error(L, "not enough memory");
+    lua_pop(L, 1);
+    return 1;
+}
+
+/* bulk:add(body, idempotency_key|nil) -> item index (1-based); the body
+** and key are copied. [-0, +1, v] */
+static int l_bulk_add(lua_State *L)
+{
+    bulk_ud_t *u = check_bulk(L, 1);
+    size_t n;
+    const char *body = luaL_checklstring(L, 2, &n);
+    const char *key = luaL_optstring(L, 3, NULL);
+    if (key && strlen(key) > 255)
+        luaL_argerror(L, 3, "idempotency key too long");
+    int i = tc_bulk_add(&u->b, body, n, key);
+    if (i == -2)
+        return luaL_error(L, "bulk run is full");
+    if (i < 0)
+        return luaL_error(L, "not enough memory");
+    lua_pushinteger(L, (lua_Integer)i + 1);
+    return 1;
+}
+
+/*
+** bulk:run() -> list of finished attempts, each an outcome table as from
+** client:perform plus `index` (the item), `attempt` (1-based) and
+** `elapsed` (seconds); an empty list once nothing is left to run. Three
+** phases: check arguments, run libcurl without touching Lua (multi.c),
+** push. Between two calls no libcurl call is in progress, so the caller
+** may run any Lua code (progress callbacks, loggers). [-0, +1, v]
+*/
+static int l_bulk_run(lua_State *L)
+{
+    bulk_ud_t *u = check_bulk(L, 1);
+    if (u->b.client->base_url == NULL)
+        return luaL_error(L, "topcalls: the client is closed");
+    const char *why = "";
+    int n = tc_bulk_run(&u->b, &why);
+    if (n < 0)
+        return luaL_error(L, "topcalls: %s", why);
+    lua_createtable(L, n, 0);
+    int j = 0;
+    for (int k = 0; k < u->b.nslots; k++) {
+        const tc_bulk_slot_t *s = &u->b.slots[k];
+        if (!s->done)
+            continue;
+        push_outcome(L, &s->ex);
+        set_integer(L, "index", (long)s->item + 1);
+        set_integer(L, "attempt", (long)u->b.items[s->item].attempts);
+        set_number(L, "elapsed", s->finished - s->started);
+        lua_rawseti(L, -2, ++j);
+    }
+    return 1;
+}
+
+/* bulk:retry(index, delay): run the item again, not before `delay`
+** seconds from now, without holding up the others. [-0, +0, v] */
+static int l_bulk_retry(lua_State *L)
+{
+    bulk_ud_t *u = check_bulk(L, 1);
+    lua_Integer i = luaL_checkinteger(L, 2);
+    double delay = luaL_checknumber(L, 3);
+    if (i < 1 || i > u->b.nitems || tc_bulk_retry(&u->b, (int)i - 1, delay) != 0)
+        luaL_argerror(L, 2, "item is not waiting for a decision");
+    return 0;
+}
+
+/* bulk:hold(delay): start no attempt of any item for `delay` seconds
+** (a Retry-After meant for the whole batch). [-0, +0, v] */
+static int l_bulk_hold(lua_State *L)
+{
+    bulk_ud_t *u = check_bulk(L, 1);
+    tc_bulk_hold(&u->b, luaL_checknumber(L, 2));
+    return 0;
+}
+
+/* bulk:stop(): start no fresh item (stop_on_error). [-0, +0, v] */
+static int l_bulk_stop(lua_State *L)
+{
+    tc_bulk_stop(&check_bulk(L, 1)->b);
+    return 0;
+}
+
+/* __gc, __close and bulk:close(): abort what runs, free everything, let
+** go of the client; safe twice. [-0, +0, -] */
+static int l_bulk_close(lua_State *L)
+{
+    bulk_ud_t *u = luaL_checkudata(L, 1, BULK_MT);
+    tc_bulk_free(&u->b);
+    if (u->client_ref != LUA_NOREF) {
+        luaL_unref(L, LUA_REGISTRYINDEX, u->client_ref);
+        u->client_ref = LUA_NOREF;
+    }
+    u->closed = 1;
+    return 0;
+}
+
+/* __tostring: "topcalls.bulk (N items)" or "topcalls.bulk (closed)". [-0, +1, m] */
+static int l_bulk_tostring(lua_State *L)
+{
+    bulk_ud_t *u = luaL_checkudata(L, 1, BULK_MT);
+    if (u->closed)
+        lua_pushliteral(L, "topcalls.bulk (closed)");
+    else
+        lua_pushfstring(L, "topcalls.bulk (%d items)", u->b.nitems);
     return 1;
 }
 
@@ -414,6 +581,7 @@ static const luaL_Reg client_methods[] = {
     { "perform", l_client_perform },
     { "redact", l_client_redact },
     { "has_key", l_client_has_key },
+    { "bulk", l_client_bulk },
     { "close", l_client_close },
     { NULL, NULL }
 };
@@ -422,6 +590,23 @@ static const luaL_Reg client_meta[] = {
     { "__gc", l_client_close },
     { "__close", l_client_close },
     { "__tostring", l_client_tostring },
+    { NULL, NULL }
+};
+
+static const luaL_Reg bulk_methods[] = {
+    { "add", l_bulk_add },
+    { "run", l_bulk_run },
+    { "retry", l_bulk_retry },
+    { "hold", l_bulk_hold },
+    { "stop", l_bulk_stop },
+    { "close", l_bulk_close },
+    { NULL, NULL }
+};
+
+static const luaL_Reg bulk_meta[] = {
+    { "__gc", l_bulk_close },
+    { "__close", l_bulk_close },
+    { "__tostring", l_bulk_tostring },
     { NULL, NULL }
 };
 
@@ -454,6 +639,16 @@ int luaopen_topcalls_core(lua_State *L)
         tc_setfuncs(L, client_methods);
         lua_setfield(L, -2, "__index");
         lua_pushliteral(L, "topcalls.client");
+        lua_setfield(L, -2, "__metatable");
+    }
+    lua_pop(L, 1);
+
+    if (luaL_newmetatable(L, BULK_MT)) {
+        tc_setfuncs(L, bulk_meta);
+        lua_newtable(L);
+        tc_setfuncs(L, bulk_methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushliteral(L, "topcalls.bulk");
         lua_setfield(L, -2, "__metatable");
     }
     lua_pop(L, 1);

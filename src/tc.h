@@ -18,7 +18,8 @@
 
 #define TC_BODY_LIMIT   (1024u * 1024u)   /* contract: bodies over 1 MiB refused */
 #define TC_HEAD_LIMIT   (64u * 1024u)     /* response headers kept per attempt */
-#define TC_MAX_SOCKETS  16                /* sockets one client may hold open */
+#define TC_MAX_SOCKETS  160               /* sockets one client (or bulk run, at
+                                            concurrency 64) may hold open */
 
 /* ---- buf.c: a growable byte buffer with a hard cap ------------------- */
 typedef struct tc_buf {
@@ -134,6 +135,62 @@ void tc_client_adopt_sockets(tc_client_t *c, CURL *easy);
 typedef struct tc_sigpipe { int pending_before; sigset_t old; } tc_sigpipe_t;
 void tc_sigpipe_block(tc_sigpipe_t *s);
 void tc_sigpipe_restore(const tc_sigpipe_t *s);
+
+/* ---- multi.c: the bulk engine, many exchanges on one curl multi ------ */
+#define TC_BULK_MAX_CONCURRENCY 64
+
+typedef enum {
+    TC_ITEM_FRESH = 0,   /* never started */
+    TC_ITEM_WAITING,     /* a retry is scheduled at not_before */
+    TC_ITEM_RUNNING,     /* an attempt is on the multi handle */
+    TC_ITEM_IDLE         /* an attempt finished; retried or settled by the caller */
+} tc_item_state_t;
+
+typedef struct tc_bulk_item {
+    char   *body;          /* owned copy of the JSON body */
+    size_t  body_len;
+    char   *key;           /* owned copy of the Idempotency-Key */
+    double  not_before;    /* monotonic seconds: no attempt before this */
+    int     state;         /* tc_item_state_t */
+    int     attempts;
+} tc_bulk_item_t;
+
+/* One concurrent lane: its own easy handle and buffers, reused by the
+ * items that pass through it. */
+typedef struct tc_bulk_slot {
+    tc_exchange_t ex;
+    int    item;           /* index into items, or -1 when free */
+    int    done;           /* finished; the outcome awaits the caller */
+    double started, finished;
+} tc_bulk_slot_t;
+
+typedef struct tc_bulk {
+    CURLM          *multi;
+    tc_client_t    *client;     /* settings for every request; must outlive the run */
+    tc_client_t     sockets;    /* only its socket table: the connections this run opened */
+    char           *url;
+    long            timeout_ms;
+    tc_bulk_slot_t *slots;
+    int             nslots, running;
+    tc_bulk_item_t *items;
+    int             nitems, capitems;
+    int            *waiting;    /* items with a retry scheduled */
+    int             nwaiting;
+    int             next_fresh; /* the first item never started */
+    int             stopped;    /* start no fresh items */
+    double          hold_until; /* start nothing before this */
+    pid_t           owner_pid;
+} tc_bulk_t;
+
+double tc_monotonic(void);
+int  tc_bulk_init(tc_bulk_t *b, tc_client_t *c, const char *url, long timeout_ms,
+                  int concurrency, int capacity);
+int  tc_bulk_add(tc_bulk_t *b, const char *body, size_t len, const char *key);
+int  tc_bulk_retry(tc_bulk_t *b, int item, double delay);
+void tc_bulk_hold(tc_bulk_t *b, double delay);
+void tc_bulk_stop(tc_bulk_t *b);
+int  tc_bulk_run(tc_bulk_t *b, const char **why);
+void tc_bulk_free(tc_bulk_t *b);
 
 /* ---- schema.c: the declarative request schema and its walker --------- */
 int tc_schema_validate(lua_State *L, int params, int strict);

@@ -7,7 +7,8 @@ local errors  = require "topcalls.errors"
 local json    = require "topcalls.json"
 local client  = require "topcalls.client"
 
-local type, error = type, error
+local type, error, ipairs, pairs, pcall, tostring = type, error, ipairs, pairs, pcall, tostring
+local floor, sort = math.floor, table.sort
 
 local _M = {}
 
@@ -38,6 +39,72 @@ function _M.validate_params(params, strict, call)
   return normalized
 end
 
+-- add_many's options: its own, plus add's timeout and max_retries.
+local MANY_OPTIONS = { "concurrency", "idempotency_keys", "max_retries", "on_progress",
+                       "stop_on_error", "timeout" }
+local MANY_DEFAULT_CONCURRENCY, MANY_MAX_CONCURRENCY = 8, 64
+-- A Retry-After on these answers is meant for the whole batch (the
+-- account is rate limited, or the service is unavailable): new starts wait.
+local BATCH_WIDE_STATUS = { [429] = true, [503] = true }
+
+-- Check add_many's options: the list of violations (empty when good).
+local function check_many_options(opts)
+  local problems, known = {}, {}
+  for _, name in ipairs(MANY_OPTIONS) do known[name] = true end
+  local c = opts.concurrency
+  if c ~= nil then
+    if not client.is_number(c) or floor(c) ~= c then
+      problems[#problems + 1] = { path = "concurrency", code = "type", message = "must be an integer" }
+    elseif c < 1 or c > MANY_MAX_CONCURRENCY then
+      problems[#problems + 1] = { path = "concurrency", code = "range",
+                                  message = "must be from 1 to " .. MANY_MAX_CONCURRENCY }
+    end
+  end
+  local shapes = { idempotency_keys = "table", on_progress = "function", stop_on_error = "boolean" }
+  for name, t in pairs(shapes) do
+    if opts[name] ~= nil and type(opts[name]) ~= t then
+      problems[#problems + 1] = { path = name, code = "type", message = "must be a " .. t }
+    end
+  end
+  client.check_options({ timeout = opts.timeout, max_retries = opts.max_retries },
+                       { timeout = client.CALL_OPTIONS.timeout, max_retries = client.CALL_OPTIONS.max_retries },
+                       problems)
+  for k in pairs(opts) do
+    if not known[k] then
+      local hint = type(k) == "string" and core.suggest(k, MANY_OPTIONS)
+      problems[#problems + 1] = { path = tostring(k), code = "unknown_field",
+        message = "is not a known option" .. (hint and " (did you mean '" .. hint .. "'?)" or "") }
+    end
+  end
+  sort(problems, function(a, b) return a.path < b.path end)
+  return problems
+end
+
+-- Validate and encode one item of add_many: body, or nil, message, err.
+-- `seen` maps the batch's idempotency keys to the item that uses them.
+local function prepare_item(params, key, strict, seen, i)
+  if type(params) ~= "table" then
+    return errors.violations("validation", { { path = "", code = "type",
+      message = "params must be a table, got " .. type(params) } })
+  end
+  local normalized, msg, err = _M.validate_params(params, strict,
+                                                  key ~= nil and { idempotency_key = key } or nil)
+  if not normalized then return nil, msg, err end
+  if key ~= nil then
+    if seen[key] then
+      return errors.violations("validation", { { path = "idempotency_key", code = "conflict",
+        message = "is also the key of item " .. seen[key] } })
+    end
+    seen[key] = i
+  end
+  local body, why = json.encode(normalized)
+  if not body then
+    return errors.fail("validation", "params cannot be encoded as JSON: " .. why,
+                       { errors = { { path = "", code = "type", message = why } } })
+  end
+  return body
+end
+
 -- The carriers resource bound to a client state.
 function _M.new(state)
   local res = {}
@@ -60,6 +127,110 @@ function _M.new(state)
                          { errors = { { path = "", code = "type", message = why } } })
     end
     return client.call(state, "POST", PATH, body, call, client.decode_object)
+  end
+
+  -- Add many carriers concurrently on one curl multi handle (multi.c):
+  -- results[i] in input order, and a summary. See the README.
+  function res.add_many(list, opts)
+    _M.check_args("add_many", list, opts)
+    opts = opts or {}
+    local t0 = core.now()
+    local problems = check_many_options(opts)
+    if #problems > 0 then return errors.violations("validation", problems) end
+    if not state.handle:has_key() then
+      return errors.fail("config", "no API key: pass api_key to topcalls.new{} or set the "
+                         .. "TOPCALLS_API_KEY environment variable")
+    end
+    local s = state.settings
+    local n = #list
+    local keys = opts.idempotency_keys or {}
+    local timeout = opts.timeout or s.timeout
+    local max_retries = opts.max_retries or s.max_retries
+    local on_progress, stop_on_error = opts.on_progress, opts.stop_on_error
+    local results = {}
+    local summary = { total = n, succeeded = 0, failed = 0, skipped = 0, progress_errors = {} }
+    local done, first_failure = 0, nil
+
+    -- Record an item's result; the progress callback can never break the run.
+    local function settle(i, result)
+      results[i] = result
+      done = done + 1
+      if result.carrier then
+        summary.succeeded = summary.succeeded + 1
+      elseif result.skipped then
+        summary.skipped = summary.skipped + 1
+      else
+        summary.failed = summary.failed + 1
+        first_failure = first_failure or i
+      end
+      if on_progress then
+        local ok, why = pcall(on_progress, done, n, i, result)
+        if not ok then
+          local pe = summary.progress_errors
+          pe[#pe + 1] = { index = i, message = tostring(why) }
+        end
+      end
+    end
+
+    -- 1. every item validated before anything is sent
+    local valid, bodies, item_keys, seen = {}, {}, {}, {}
+    for i = 1, n do
+      local body, msg, err = prepare_item(list[i], keys[i], s.strict, seen, i)
+      if body then
+        local k = #valid + 1
+        valid[k], bodies[k], item_keys[k] = i, body, keys[i] or core.uuid4()
+      else
+        settle(i, { message = msg, err = err })
+      end
+    end
+
+    -- 2. the valid ones, concurrently; each finished attempt comes back
+    -- here to be logged, retried or settled exactly as `add` does
+    if #valid > 0 and not (stop_on_error and first_failure) then
+      local bulk = state.handle:bulk(PATH, timeout, opts.concurrency or MANY_DEFAULT_CONCURRENCY, #valid)
+      for k = 1, #valid do bulk:add(bodies[k], item_keys[k]) end
+      local url = s.base_url .. PATH
+      while true do
+        local batch = bulk:run()
+        if batch[1] == nil then break end
+        for _, out in ipairs(batch) do
+          local k = out.index
+          local i = valid[k]
+          local delay, verdict = core.retry_plan(out.attempt, max_retries, out.retryable, out.retry_after)
+          if s.logger then
+            pcall(s.logger, {
+              method = "POST", url = url, attempt = out.attempt, max_attempts = max_retries + 1,
+              outcome = out.kind, status = out.status,
+              curl_code = out.kind == "transport" and out.curl_code or nil,
+              error = out.error, elapsed = out.elapsed, retry_in = delay,
+              verdict = out.kind == "ok" and "done" or verdict,
+              request_id = out.headers["x-request-id"], idempotency_key = item_keys[k], index = i,
+            })
+          end
+          if delay then
+            if out.retry_after and BATCH_WIDE_STATUS[out.status] then bulk:hold(delay) end
+            bulk:retry(k, delay)
+          else
+            local carrier, msg, err = client.finish(state.handle, out, out.attempt, verdict, client.decode_object)
+            settle(i, carrier and { carrier = carrier } or { message = msg, err = err })
+            if not carrier and stop_on_error then bulk:stop() end
+          end
+        end
+      end
+      bulk:close()
+    end
+
+    -- 3. what stop_on_error kept from starting
+    for k = 1, #valid do
+      local i = valid[k]
+      if results[i] == nil then
+        local _, msg, err = errors.fail("skipped", "not started: stop_on_error after item "
+                                        .. tostring(first_failure) .. " failed", { retryable = true })
+        settle(i, { message = msg, err = err, skipped = true })
+      end
+    end
+    summary.elapsed = core.now() - t0
+    return results, summary
   end
 
   function res.delete(carrier_id, call)

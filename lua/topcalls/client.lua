@@ -293,5 +293,6 @@ end
 
 _M.lua_version = lua_version
 _M.is_number = is_number
+_M.finish = finish
 
 return _M

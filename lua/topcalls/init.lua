@@ -48,7 +48,7 @@ _M.carriers = {
     return true
   end,
 }
-for _, name in ipairs({ "add", "delete" }) do
+for _, name in ipairs({ "add", "add_many", "delete" }) do
   _M.carriers[name] = function(first, call)
     carriers.check_args(name, first, call)
     local c, msg, err = default()

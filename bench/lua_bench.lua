@@ -1,0 +1,127 @@
+-- bench/lua_bench.lua MODE ... - the Lua side of `make bench`; each mode
+-- prints its measurement on stdout (seconds unless said otherwise).
+--   add URL N            N sequential carriers.add on one client
+--   luasocket URL N      N POSTs with LuaSocket's http.request
+--   many URL N C         carriers.add_many of N items at concurrency C
+--   rss URL              VmRSS (KiB) after 1k, 10k and 100k adds
+--   validate N           per-call seconds: cjson.encode, validate, validate+encode
+-- SPDX-License-Identifier: MIT
+
+local mode = arg[1]
+local KEY = "tc_test_bench0123456789"
+
+local function params()
+  return { carrier_name = "My VoIP Provider",
+           sip_gateway = { ipv4 = "203.0.113.10", port = 5060, inbound = true, outbound = true } }
+end
+
+local function client(url, extra)
+  local topcalls = require "topcalls"
+  local o = { api_key = KEY, base_url = url, max_retries = 0, timeout = 10 }
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return assert(topcalls.new(o))
+end
+
+local now
+do
+  local ok, core = pcall(require, "topcalls.core")
+  if ok then now = core.now else now = require("socket").gettime end
+end
+
+local function rss_kib()
+  for line in io.lines("/proc/self/status") do
+    local v = line:match("^VmRSS:%s+(%d+)")
+    if v then return tonumber(v) end
+  end
+end
+
+if mode == "add" then
+  local url, n = arg[2], tonumber(arg[3])
+  local c = client(url)
+  local p = params()
+  for _ = 1, 50 do assert(c.carriers.add(p)) end
+  local t0 = now()
+  for _ = 1, n do assert(c.carriers.add(p)) end
+  print(string.format("%.6f", now() - t0))
+
+elseif mode == "luasocket" then
+  local http, ltn12 = require "socket.http", require "ltn12"
+  local cjson = require "cjson"
+  now = require("socket").gettime
+  local url, n = arg[2] .. "/v1/phone-numbers/carriers", tonumber(arg[3])
+  local function post(i)
+    local body = cjson.encode(params())
+    local chunks = {}
+    local ok, code = http.request{
+      url = url, method = "POST",
+      headers = { ["authorization"] = "Bearer " .. KEY, ["accept"] = "application/json",
+                  ["content-type"] = "application/json", ["content-length"] = tostring(#body),
+                  ["idempotency-key"] = "bench-" .. i, ["user-agent"] = "bench-luasocket" },
+      source = ltn12.source.string(body), sink = ltn12.sink.table(chunks),
+    }
+    assert(ok and code == 201, tostring(code))
+    return cjson.decode(table.concat(chunks))
+  end
+  for i = 1, 20 do post(-i) end
+  local t0 = now()
+  for i = 1, n do post(i) end
+  print(string.format("%.6f", now() - t0))
+
+elseif mode == "many" then
+  local url, n, c = arg[2], tonumber(arg[3]), tonumber(arg[4])
+  local cl = client(url, { max_retries = 2 })
+  local list = {}
+  for i = 1, n do list[i] = params(); list[i].carrier_name = "Trunk " .. i end
+  local _, summary = cl.carriers.add_many(list, { concurrency = c })
+  assert(summary.succeeded == n, "only " .. summary.succeeded .. " of " .. n .. " succeeded")
+  print(string.format("%.6f", summary.elapsed))
+
+elseif mode == "rss" then
+  local url = arg[2]
+  local c = client(url)
+  local p = params()
+  local marks, done, out = { 1000, 10000, 100000 }, 0, {}
+  for _, m in ipairs(marks) do
+    while done < m do assert(c.carriers.add(p)); done = done + 1 end
+    out[#out + 1] = tostring(rss_kib())
+  end
+  print(table.concat(out, " "))
+
+elseif mode == "validate" then
+  local n = tonumber(arg[2])
+  local cjson = require "cjson"
+  local topcalls = require "topcalls"
+  local carriers = require "topcalls.carriers"
+  local json = require "topcalls.json"
+  local p = params()
+  local validate = topcalls.carriers.validate
+  local cases = {
+    encode = function() return cjson.encode(p) end,
+    validate = function() return validate(p) end,
+    validate_encode = function()   -- what add does before the network
+      return json.encode(carriers.validate_params(p, true))
+    end,
+  }
+  local order = { "encode", "validate", "validate_encode" }
+  local samples = { encode = {}, validate = {}, validate_encode = {} }
+  for _, name in ipairs(order) do for _ = 1, 2000 do cases[name]() end end   -- warm up
+  for _ = 1, 9 do                                                              -- A B C A B C ...
+    for _, name in ipairs(order) do
+      local f = cases[name]
+      local t0 = now()
+      for _ = 1, n do f() end
+      local s = samples[name]
+      s[#s + 1] = (now() - t0) / n
+    end
+  end
+  local out = {}
+  for _, name in ipairs(order) do
+    local s = samples[name]
+    table.sort(s)
+    out[#out + 1] = string.format("%.9f", s[math.floor((#s + 1) / 2)])
+  end
+  print(table.concat(out, " "))
+else
+  io.stderr:write("bench/lua_bench.lua: unknown mode ", tostring(mode), "\n")
+  os.exit(2)
+end
