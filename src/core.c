@@ -120,40 +120,23 @@ static int l_client_new(lua_State *L)
     return 1;
 }
 
-/* Push the response headers of the last exchange as a table with
- * lower-case names; repeated headers are joined with ", ". [-0, +1, m] */
+/* The response headers the Lua layer reads, by their lower-case names:
+ * building a table of every header would cost each call for nothing. */
+static const char *const wanted_headers[] = {
+    "x-request-id", "content-type", "location", "retry-after", "idempotent-replayed", NULL
+};
+
+/* Push the wanted headers of the last response as a table. [-0, +1, m] */
 static void push_headers(lua_State *L, const tc_buf_t *head)
 {
     lua_newtable(L);
-    const char *p = head->data ? head->data : "", *end = p + head->len;
-    while (p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        if (eol == NULL)
-            eol = end;
-        const char *colon = memchr(p, ':', (size_t)(eol - p));
-        if (colon && colon > p && !(eol - p >= 5 && memcmp(p, "HTTP/", 5) == 0)) {
-            luaL_Buffer b;
-            luaL_buffinit(L, &b);
-            for (const char *q = p; q < colon; q++)
-                luaL_addchar(&b, (char)((*q >= 'A' && *q <= 'Z') ? *q + 32 : *q));
-            luaL_pushresult(&b);
-            const char *v = colon + 1, *e = eol;
-            while (v < e && (*v == ' ' || *v == '\t')) v++;
-            while (e > v && (e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t')) e--;
-            size_t vlen = (size_t)(e - v);
-            lua_pushvalue(L, -1);
-            lua_rawget(L, -3);
-            if (lua_isstring(L, -1)) {
-                lua_pushliteral(L, ", ");
-                lua_pushlstring(L, v, vlen);
-                lua_concat(L, 3);
-            } else {
-                lua_pop(L, 1);
-                lua_pushlstring(L, v, vlen);
-            }
-            lua_rawset(L, -3);
+    for (const char *const *name = wanted_headers; *name; name++) {
+        size_t vlen;
+        const char *v = tc_header_find(head->data ? head->data : "", head->len, *name, &vlen);
+        if (v) {
+            lua_pushlstring(L, v, vlen);
+            lua_setfield(L, -2, *name);
         }
-        p = eol + 1;
     }
 }
 
@@ -467,14 +450,25 @@ static int l_validate(lua_State *L)
     return 2;
 }
 
+/* core.encode(normalized) -> the JSON body in schema order, or nil when
+** the table holds fields the schema does not declare. [-0, +1, m] */
+static int l_encode(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    tc_schema_push_json(L, 1);
+    return 1;
+}
+
 /* core.retry_plan(attempts_made, max_retries, retryable, retry_after|nil)
 ** -> delay | nil, verdict. [-0, +2, -] */
 static int l_retry_plan(lua_State *L)
 {
     double delay;
+    int retryable = lua_toboolean(L, 3);
+    /* jitter costs a getrandom(2): only a retry needs it */
     tc_retry_verdict_t v = tc_retry_plan((int)luaL_checkinteger(L, 1), (int)luaL_checkinteger(L, 2),
-                                         lua_toboolean(L, 3), luaL_optnumber(L, 4, -1),
-                                         tc_random_jitter(), &delay);
+                                         retryable, luaL_optnumber(L, 4, -1),
+                                         retryable ? tc_random_jitter() : 1.0, &delay);
     if (v == TC_RETRY_AGAIN)
         lua_pushnumber(L, delay);
     else
@@ -613,6 +607,7 @@ static const luaL_Reg bulk_meta[] = {
 static const luaL_Reg core_functions[] = {
     { "client_new", l_client_new },
     { "validate", l_validate },
+    { "encode", l_encode },
     { "retry_plan", l_retry_plan },
     { "retry_after", l_retry_after },
     { "backoff", l_backoff },
@@ -633,6 +628,7 @@ int luaopen_topcalls_core(lua_State *L)
     if (curl_init_code != CURLE_OK)
         return luaL_error(L, "topcalls: curl_global_init failed: %s", curl_easy_strerror(curl_init_code));
 
+    tc_buf_register(L);
     if (luaL_newmetatable(L, CLIENT_MT)) {
         tc_setfuncs(L, client_meta);
         lua_newtable(L);

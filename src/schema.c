@@ -420,3 +420,111 @@ int tc_schema_push_suggestion(lua_State *L, const char *name, int list)
         lua_pushnil(L);
     return 1;
 }
+
+/* ---- JSON text of a normalized carrier, in schema order ---------------
+ * The body must be the same bytes every time for the same params: a re-run
+ * that reuses an Idempotency-Key with other bytes gets a 409 instead of
+ * the replay. cjson writes keys in hash order, which Lua 5.3+ seeds per
+ * process; writing in declaration order is deterministic and cheaper. */
+
+#define BUF_MT "topcalls.buf"
+
+static int l_buf_gc(lua_State *L)
+{
+    tc_buf_free(luaL_checkudata(L, 1, BUF_MT));
+    return 0;
+}
+
+/* The metatable of the scratch buffers below. [-0, +0, m] */
+void tc_buf_register(lua_State *L)
+{
+    if (luaL_newmetatable(L, BUF_MT)) {
+        lua_pushcfunction(L, l_buf_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+}
+
+static void json_string(tc_buf_t *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t run = 0;
+    tc_buf_append(b, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        tc_buf_append(b, s + run, i - run);
+        char esc[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+        if (c == '"' || c == '\\') {
+            esc[1] = (char)c;
+            tc_buf_append(b, esc, 2);
+        } else {
+            tc_buf_append(b, esc, 6);
+        }
+        run = i + 1;
+    }
+    tc_buf_append(b, s + run, n - run);
+    tc_buf_append(b, "\"", 1);
+}
+
+/* Write the members of the table at obj that the schema declares; returns
+ * 0, or -1 when obj holds keys the schema does not (strict = false) and
+ * the generic encoder must be used. [-0, +0, m] */
+static int json_object(lua_State *L, tc_buf_t *b, const field_t *members, int obj)
+{
+    int written = 0, keys = 0;
+    tc_buf_append(b, "{", 1);
+    for (const field_t *f = members; f->name; f++) {
+        lua_getfield(L, obj, f->name);
+        int t = lua_type(L, -1);
+        if (t != LUA_TNIL) {
+            if (written++)
+                tc_buf_append(b, ",", 1);
+            json_string(b, f->name, strlen(f->name));
+            tc_buf_append(b, ":", 1);
+            if (t == LUA_TSTRING) {
+                size_t n;
+                const char *s = lua_tolstring(L, -1, &n);
+                json_string(b, s, n);
+            } else if (t == LUA_TBOOLEAN) {
+                int v = lua_toboolean(L, -1);
+                tc_buf_append(b, v ? "true" : "false", v ? 4 : 5);
+            } else if (t == LUA_TNUMBER) {
+                char num[32];
+                int len = snprintf(num, sizeof num, "%lld", (long long)lua_tointeger(L, -1));
+                tc_buf_append(b, num, (size_t)len);
+            } else if (json_object(L, b, f->members, lua_gettop(L)) != 0) {
+                lua_pop(L, 1);
+                return -1;
+            }
+        }
+        lua_pop(L, 1);
+    }
+    lua_pushnil(L);
+    while (lua_next(L, obj) != 0) {
+        keys++;
+        lua_pop(L, 1);
+    }
+    tc_buf_append(b, "}", 1);
+    return keys == written ? 0 : -1;
+}
+
+/* Push the JSON text of the normalized carrier at index normalized, or nil
+ * when it carries undeclared fields. The scratch buffer is a userdata, so
+ * a memory error while pushing leaks nothing. [-0, +1, m] */
+void tc_schema_push_json(lua_State *L, int normalized)
+{
+    normalized = normalized < 0 ? lua_gettop(L) + normalized + 1 : normalized;
+    tc_buf_t *b = tc_newuserdata(L, sizeof *b);
+    tc_buf_init(b, (size_t)-1 / 2);
+    luaL_getmetatable(L, BUF_MT);
+    lua_setmetatable(L, -2);
+    if (json_object(L, b, carrier_members, normalized) != 0)
+        lua_pushnil(L);
+    else if (b->oom)
+        luaL_error(L, "not enough memory");
+    else
+        lua_pushlstring(L, b->data, b->len);
+    lua_remove(L, -2);
+}

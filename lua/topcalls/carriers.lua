@@ -29,6 +29,20 @@ function _M.check_args(fname, first, call)
   if fname ~= "validate" then check_arg(fname, 2, call, "table", true) end
 end
 
+-- The request body for validated params: the C core writes it in schema
+-- order (the same bytes every run, so a reused Idempotency-Key replays);
+-- with strict = false and undeclared fields, the generic encoder writes
+-- it with sorted keys. body | nil, message, err
+function _M.encode_body(normalized)
+  local body = core.encode(normalized)
+  if body then return body end
+  local why
+  body, why = json.encode(normalized)
+  if body then return body end
+  return errors.fail("validation", "params cannot be encoded as JSON: " .. why,
+                     { errors = { { path = "", code = "type", message = why } } })
+end
+
 -- Validate params (and call options): normalized table, or nil, message,
 -- err with every violation. No network.
 function _M.validate_params(params, strict, call)
@@ -97,12 +111,7 @@ local function prepare_item(params, key, strict, seen, i)
     end
     seen[key] = i
   end
-  local body, why = json.encode(normalized)
-  if not body then
-    return errors.fail("validation", "params cannot be encoded as JSON: " .. why,
-                       { errors = { { path = "", code = "type", message = why } } })
-  end
-  return body
+  return _M.encode_body(normalized)
 end
 
 -- The carriers resource bound to a client state.
@@ -121,11 +130,9 @@ function _M.new(state)
     call = call or {}
     local normalized, msg, err = _M.validate_params(params, state.settings.strict, call)
     if not normalized then return nil, msg, err end
-    local body, why = json.encode(normalized)
-    if not body then
-      return errors.fail("validation", "params cannot be encoded as JSON: " .. why,
-                         { errors = { { path = "", code = "type", message = why } } })
-    end
+    local body
+    body, msg, err = _M.encode_body(normalized)
+    if not body then return nil, msg, err end
     return client.call(state, "POST", PATH, body, call, client.decode_object)
   end
 

@@ -7,8 +7,8 @@ local core    = require "topcalls.core"
 local errors  = require "topcalls.errors"
 local json    = require "topcalls.json"
 
-local type, pairs, ipairs, tostring, pcall, getenv, open =
-      type, pairs, ipairs, tostring, pcall, os.getenv, io.open
+local type, pairs, ipairs, next, tostring, pcall, setmetatable, getenv, open =
+      type, pairs, ipairs, next, tostring, pcall, setmetatable, os.getenv, io.open
 local floor, huge, find, match = math.floor, math.huge, string.find, string.match
 
 local _M = { VERSION = "0.1.0" }
@@ -86,11 +86,18 @@ local CHECKS = {
 
 -- Check a table of options against a declaration; returns the list of
 -- violations (empty when all are good).
+local sorted_names = setmetatable({}, { __mode = "k" })
+
 function _M.check_options(opts, declared, list)
   list = list or {}
-  local names = {}
-  for name in pairs(declared) do names[#names + 1] = name end
-  table.sort(names)
+  if next(opts) == nil then return list end   -- the common case: no options
+  local names = sorted_names[declared]
+  if not names then
+    names = {}
+    for name in pairs(declared) do names[#names + 1] = name end
+    table.sort(names)
+    sorted_names[declared] = names
+  end
   for _, name in ipairs(names) do
     local v = opts[name]
     if v ~= nil then
@@ -266,13 +273,15 @@ function _M.call(state, method, path, body, call, on_ok)
     local started = core.now()
     local res = state.handle:perform(method, path, body, key, timeout)
     local delay, verdict = core.retry_plan(attempts, max_retries, res.retryable, res.retry_after)
-    call_logger(s, {
-      method = method, url = s.base_url .. path, attempt = attempts, max_attempts = max_retries + 1,
-      outcome = res.kind, status = res.status, curl_code = res.kind == "transport" and res.curl_code or nil,
-      error = res.error, elapsed = core.now() - started, retry_in = delay,
-      verdict = res.kind == "ok" and "done" or verdict,
-      request_id = res.headers["x-request-id"], idempotency_key = key,
-    })
+    if s.logger then
+      call_logger(s, {
+        method = method, url = s.base_url .. path, attempt = attempts, max_attempts = max_retries + 1,
+        outcome = res.kind, status = res.status, curl_code = res.kind == "transport" and res.curl_code or nil,
+        error = res.error, elapsed = core.now() - started, retry_in = delay,
+        verdict = res.kind == "ok" and "done" or verdict,
+        request_id = res.headers["x-request-id"], idempotency_key = key,
+      })
+    end
     if not delay then
       return finish(state.handle, res, attempts, verdict, on_ok)
     end

@@ -43,10 +43,17 @@ local function canonical(value, out)
   end
 end
 
+-- Running out of memory is not bad JSON: reporting it as a decode error
+-- after the server created a carrier would invite a duplicate.
+local function rethrow_memory(why)
+  if why == "not enough memory" then error(why, 0) end
+  return why
+end
+
 -- value | nil, reason
 function _M.encode(value)
   local ok, res = pcall(cjson.encode, value)   -- cjson's checks: depth, sparse arrays, NaN, key types
-  if not ok then return nil, res end
+  if not ok then return nil, rethrow_memory(res) end
   local out = {}
   canonical(value, out)
   return concat(out)
@@ -57,7 +64,7 @@ function _M.decode(text)
   if type(text) ~= "string" or text == "" then return nil, "empty body" end
   local ok, res = pcall(cjson.decode, text)
   if ok then return res end
-  return nil, res
+  return nil, rethrow_memory(res)
 end
 
 return _M
