@@ -33,21 +33,38 @@ static tc_client_t *check_client(lua_State *L, int i)
     return c;
 }
 
-/* Copy an optional string field of the table at index t into *dst.
- * Returns 0, or -1 when the field is set but not a string. [-0, +0, m] */
-static int copy_opt_string(lua_State *L, int t, const char *name, char **dst)
+/* Raise Lua's memory error; never returns (luaL_error is not marked so). */
+__attribute__((noreturn)) static void raise_oom(lua_State *L)
+{
+    luaL_error(L, "not enough memory");
+    __builtin_unreachable();
+}
+
+/* malloc'd prefix .. s[0..n), NUL-terminated; raises on out of memory, so
+ * the caller must already own what it allocated before. [-0, +0, m] */
+static char *dup_prefixed(lua_State *L, const char *prefix, const char *s, size_t n)
+{
+    size_t pl = strlen(prefix);
+    char *d = malloc(pl + n + 1);
+    if (d == NULL)
+        raise_oom(L);
+    memcpy(d, prefix, pl);
+    memcpy(d + pl, s, n);
+    d[pl + n] = '\0';
+    return d;
+}
+
+/* Copy an optional string field of the table at index t into *dst (with
+ * prefix before it). Returns 0, or -1 when the field is set but not a
+ * string. [-0, +0, m] */
+static int copy_opt_string(lua_State *L, int t, const char *name, const char *prefix, char **dst)
 {
     lua_getfield(L, t, name);
     int type = lua_type(L, -1);
     if (type == LUA_TSTRING) {
         size_t n;
         const char *s = lua_tolstring(L, -1, &n);
-        *dst = malloc(n + 1);
-        if (*dst == NULL) {
-            lua_pop(L, 1);
-            luaL_error(L, "not enough memory");
-        }
-        memcpy(*dst, s, n + 1);
+        *dst = dup_prefixed(L, prefix, s, n);   /* on a raise the string stays on the stack: fine */
     }
     lua_pop(L, 1);
     return type == LUA_TSTRING || type == LUA_TNIL ? 0 : -1;
@@ -68,15 +85,19 @@ static int l_client_new(lua_State *L)
     luaL_getmetatable(L, CLIENT_MT);
     lua_setmetatable(L, -2);
 
-    if (copy_opt_string(L, 1, "base_url", &c->base_url) != 0 || c->base_url == NULL
-        || copy_opt_string(L, 1, "user_agent", &c->user_agent) != 0 || c->user_agent == NULL
-        || copy_opt_string(L, 1, "ca_file", &c->ca_file) != 0
-        || copy_opt_string(L, 1, "proxy", &c->proxy) != 0) {
+    /* the key lives only inside the Authorization line */
+    if (copy_opt_string(L, 1, "base_url", "", &c->base_url) != 0 || c->base_url == NULL
+        || copy_opt_string(L, 1, "user_agent", "User-Agent: ", &c->user_agent) != 0 || c->user_agent == NULL
+        || copy_opt_string(L, 1, "ca_file", "", &c->ca_file) != 0
+        || copy_opt_string(L, 1, "proxy", "", &c->proxy) != 0
+        || copy_opt_string(L, 1, "api_key", "Authorization: Bearer ", &c->auth_header) != 0) {
         tc_client_close(c);
         lua_pushnil(L);
         lua_pushliteral(L, "base_url and user_agent must be strings");
         return 2;
     }
+    if (c->auth_header)
+        c->key = c->auth_header + strlen("Authorization: Bearer ");
     const char *why;
     if (tc_client_check_url(c->base_url, &c->allow_http, &why) != 0) {
         tc_client_close(c);
@@ -87,30 +108,6 @@ static int l_client_new(lua_State *L)
     size_t n = strlen(c->base_url);
     while (n > 0 && c->base_url[n - 1] == '/')
         c->base_url[--n] = '\0';
-
-    /* the "User-Agent: ..." and "Authorization: Bearer ..." lines, built once */
-    char *ua = c->user_agent;
-    c->user_agent = malloc(strlen("User-Agent: ") + strlen(ua) + 1);
-    if (c->user_agent == NULL) {
-        free(ua);
-        return luaL_error(L, "not enough memory");
-    }
-    strcpy(c->user_agent, "User-Agent: ");
-    strcat(c->user_agent, ua);
-    free(ua);
-    lua_getfield(L, 1, "api_key");
-    if (lua_type(L, -1) == LUA_TSTRING) {
-        size_t kl;
-        const char *k = lua_tolstring(L, -1, &kl);
-        static const char prefix[] = "Authorization: Bearer ";
-        c->auth_header = malloc(sizeof prefix + kl);
-        if (c->auth_header == NULL)
-            luaL_error(L, "not enough memory");
-        memcpy(c->auth_header, prefix, sizeof prefix - 1);
-        memcpy(c->auth_header + sizeof prefix - 1, k, kl + 1);
-        c->key = c->auth_header + sizeof prefix - 1;
-    }
-    lua_pop(L, 1);
 
     lua_getfield(L, 1, "connect_timeout");
     c->connect_timeout_ms = (long)(lua_tonumber(L, -1) * 1000.0);
@@ -167,7 +164,7 @@ static void push_outcome(lua_State *L, const tc_exchange_t *ex)
     tc_outcome_t out;
     tc_exchange_classify(ex, &out, time(NULL));
     if (out.oom)
-        luaL_error(L, "not enough memory");
+        raise_oom(L);
 
     static const char *const kinds[] = { "ok", "api", "transport" };
     lua_createtable(L, 0, 13);
