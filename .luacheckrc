@@ -11,3 +11,5 @@ files["examples/openresty/**"] = { std = "+ngx_lua" }
 files["examples/kamailio/**"] = { read_globals = { "KSR" }, globals = { "ksr_request_route" } }
 files["bench/**"] = { std = "+ngx_lua" }
 exclude_files = { "build/**", "docs/**" }
+
+files["tools/torture/scenarios.lua"] = { globals = { "CLIENT" } }   -- shared with the C driver

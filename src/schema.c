@@ -299,6 +299,36 @@ static void walk_field(walk_t *w, const field_t *f, const char *path, int vidx, 
     lua_setfield(L, out, f->name);
 }
 
+/* Push the path of the unknown string key k (n bytes) under path: "path.k",
+ * or, for a key that is empty or holds a NUL, path["k"] with NUL, '"' and
+ * '\' escaped, so a path is never empty and never names another field.
+ * [-0, +1, m] */
+static const char *push_key_path(lua_State *L, const char *path, const char *k, size_t n)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addstring(&b, path);
+    if (n > 0 && memchr(k, '\0', n) == NULL) {
+        if (*path)
+            luaL_addchar(&b, '.');
+        luaL_addlstring(&b, k, n);
+    } else {
+        luaL_addstring(&b, "[\"");
+        for (size_t i = 0; i < n; i++) {
+            if (k[i] == '\0') {
+                luaL_addstring(&b, "\\0");
+                continue;
+            }
+            if (k[i] == '"' || k[i] == '\\')
+                luaL_addchar(&b, '\\');
+            luaL_addchar(&b, k[i]);
+        }
+        luaL_addstring(&b, "\"]");
+    }
+    luaL_pushresult(&b);
+    return lua_tostring(L, -1);
+}
+
 /* Report (strict) or pass through (not strict) the keys of src that the
  * schema does not declare. [-0, +0, m] */
 static void walk_unknown(walk_t *w, const field_t *members, const char *path, int src, int out)
@@ -331,7 +361,7 @@ static void walk_unknown(walk_t *w, const field_t *members, const char *path, in
             size_t n;
             const char *k = lua_tolstring(L, -1, &n);
             const char *hint = closest_member(members, k, n);
-            const char *p = push_path(L, path, k);
+            const char *p = push_key_path(L, path, k, n);
             if (hint)
                 lua_pushfstring(L, "is not a known field (did you mean '%s'?)", hint);
             else

@@ -7,8 +7,8 @@ local errors  = require "topcalls.errors"
 local json    = require "topcalls.json"
 local client  = require "topcalls.client"
 
-local type, error, ipairs, pairs, pcall, tostring = type, error, ipairs, pairs, pcall, tostring
-local floor, sort = math.floor, table.sort
+local type, error, ipairs, pcall, tostring = type, error, ipairs, pcall, tostring
+local sort = table.sort
 
 local _M = {}
 
@@ -43,53 +43,38 @@ function _M.encode_body(normalized)
                      { errors = { { path = "", code = "type", message = why } } })
 end
 
--- Validate params (and call options): normalized table, or nil, message,
--- err with every violation. No network.
+-- Validate params (and call options): the normalized table and its body,
+-- or nil, message, err with every violation. No network. Encoding is part
+-- of validating: with strict = false an undeclared field may hold what JSON
+-- cannot carry, and validate must refuse what add would.
 function _M.validate_params(params, strict, call)
   local normalized, problems = core.validate(params, strict)
   problems = problems or {}
   if call then client.check_options(call, client.CALL_OPTIONS, problems) end
   if #problems > 0 then return errors.violations("validation", problems) end
-  return normalized
+  local body, msg, err = _M.encode_body(normalized)
+  if not body then return nil, msg, err end
+  return normalized, body
 end
 
--- add_many's options: its own, plus add's timeout and max_retries.
-local MANY_OPTIONS = { "concurrency", "idempotency_keys", "max_retries", "on_progress",
-                       "stop_on_error", "timeout" }
+-- add_many's options, declared like the client's: its own, plus add's
+-- timeout and max_retries.
 local MANY_DEFAULT_CONCURRENCY, MANY_MAX_CONCURRENCY = 8, 64
+local MANY_OPTIONS = {
+  concurrency      = { kind = "count", min = 1, max = MANY_MAX_CONCURRENCY },
+  idempotency_keys = { kind = "table" },
+  on_progress      = { kind = "function" },
+  stop_on_error    = { kind = "boolean" },
+  timeout          = client.CALL_OPTIONS.timeout,
+  max_retries      = client.CALL_OPTIONS.max_retries,
+}
 -- A Retry-After on these answers is meant for the whole batch (the
 -- account is rate limited, or the service is unavailable): new starts wait.
 local BATCH_WIDE_STATUS = { [429] = true, [503] = true }
 
 -- Check add_many's options: the list of violations (empty when good).
 local function check_many_options(opts)
-  local problems, known = {}, {}
-  for _, name in ipairs(MANY_OPTIONS) do known[name] = true end
-  local c = opts.concurrency
-  if c ~= nil then
-    if not client.is_number(c) or floor(c) ~= c then
-      problems[#problems + 1] = { path = "concurrency", code = "type", message = "must be an integer" }
-    elseif c < 1 or c > MANY_MAX_CONCURRENCY then
-      problems[#problems + 1] = { path = "concurrency", code = "range",
-                                  message = "must be from 1 to " .. MANY_MAX_CONCURRENCY }
-    end
-  end
-  local shapes = { idempotency_keys = "table", on_progress = "function", stop_on_error = "boolean" }
-  for name, t in pairs(shapes) do
-    if opts[name] ~= nil and type(opts[name]) ~= t then
-      problems[#problems + 1] = { path = name, code = "type", message = "must be a " .. t }
-    end
-  end
-  client.check_options({ timeout = opts.timeout, max_retries = opts.max_retries },
-                       { timeout = client.CALL_OPTIONS.timeout, max_retries = client.CALL_OPTIONS.max_retries },
-                       problems)
-  for k in pairs(opts) do
-    if not known[k] then
-      local hint = type(k) == "string" and core.suggest(k, MANY_OPTIONS)
-      problems[#problems + 1] = { path = tostring(k), code = "unknown_field",
-        message = "is not a known option" .. (hint and " (did you mean '" .. hint .. "'?)" or "") }
-    end
-  end
+  local problems = client.check_options(opts, MANY_OPTIONS)
   sort(problems, function(a, b) return a.path < b.path end)
   return problems
 end
@@ -101,9 +86,9 @@ local function prepare_item(params, key, strict, seen, i)
     return errors.violations("validation", { { path = "", code = "type",
       message = "params must be a table, got " .. type(params) } })
   end
-  local normalized, msg, err = _M.validate_params(params, strict,
-                                                  key ~= nil and { idempotency_key = key } or nil)
-  if not normalized then return nil, msg, err end
+  local normalized, body, err = _M.validate_params(params, strict,
+                                                   key ~= nil and { idempotency_key = key } or nil)
+  if not normalized then return nil, body, err end
   if key ~= nil then
     if seen[key] then
       return errors.violations("validation", { { path = "idempotency_key", code = "conflict",
@@ -111,7 +96,7 @@ local function prepare_item(params, key, strict, seen, i)
     end
     seen[key] = i
   end
-  return _M.encode_body(normalized)
+  return body
 end
 
 -- The carriers resource bound to a client state.
@@ -127,12 +112,9 @@ function _M.new(state)
 
   function res.add(params, call)
     _M.check_args("add", params, call)
-    call = call or {}
-    local normalized, msg, err = _M.validate_params(params, state.settings.strict, call)
-    if not normalized then return nil, msg, err end
-    local body
-    body, msg, err = _M.encode_body(normalized)
-    if not body then return nil, msg, err end
+    call = client.plain(call)
+    local normalized, body, err = _M.validate_params(params, state.settings.strict, call)
+    if not normalized then return nil, body, err end
     return client.call(state, "POST", PATH, body, call, client.decode_object)
   end
 
@@ -140,14 +122,11 @@ function _M.new(state)
   -- results[i] in input order, and a summary. See the README.
   function res.add_many(list, opts)
     _M.check_args("add_many", list, opts)
-    opts = opts or {}
+    opts = client.plain(opts)
     local t0 = core.now()
     local problems = check_many_options(opts)
     if #problems > 0 then return errors.violations("validation", problems) end
-    if not state.handle:has_key() then
-      return errors.fail("config", "no API key: pass api_key to topcalls.new{} or set the "
-                         .. "TOPCALLS_API_KEY environment variable")
-    end
+    if not state.handle:has_key() then return client.no_key() end
     local s = state.settings
     local n = #list
     local keys = opts.idempotency_keys or {}
@@ -242,7 +221,7 @@ function _M.new(state)
 
   function res.delete(carrier_id, call)
     _M.check_args("delete", carrier_id, call)
-    call = call or {}
+    call = client.plain(call)
     local problems = client.check_options(call, client.CALL_OPTIONS)
     if not core.check("uuid", carrier_id) then
       problems[#problems + 1] = { path = "carrier_id", code = "format",

@@ -67,9 +67,13 @@ local CHECKS = {
     if not is_number(v) then return "type", "must be a number of seconds" end
     if v <= 0 then return "range", "must be greater than 0" end
   end,
-  count = function(v)
+  count = function(v, decl)
+    local min, max = decl.min or 0, decl.max or MAX_RETRIES_LIMIT
     if not is_number(v) or floor(v) ~= v then return "type", "must be an integer" end
-    if v < 0 or v > MAX_RETRIES_LIMIT then return "range", "must be from 0 to " .. MAX_RETRIES_LIMIT end
+    if v < min or v > max then return "range", "must be from " .. min .. " to " .. max end
+  end,
+  table = function(v)
+    if type(v) ~= "table" then return "type", "must be a table" end
   end,
   boolean = function(v)
     if type(v) ~= "boolean" then return "type", "must be a boolean" end
@@ -83,6 +87,14 @@ local CHECKS = {
     if not core.check("token", v) then return "format", "may only contain A-Z, a-z, 0-9, '_' and '-'" end
   end,
 }
+
+-- A plain copy of a caller's options table, read raw (next): a metatable's
+-- __index or __pairs never runs, as for params.
+function _M.plain(t)
+  local out = {}
+  if t ~= nil then for k, v in next, t do out[k] = v end end
+  return out
+end
 
 -- Check a table of options against a declaration; returns the list of
 -- violations (empty when all are good).
@@ -101,13 +113,14 @@ function _M.check_options(opts, declared, list)
   for _, name in ipairs(names) do
     local v = opts[name]
     if v ~= nil then
-      local code, message = CHECKS[declared[name].kind](v)
+      local code, message = CHECKS[declared[name].kind](v, declared[name])
       if code then list[#list + 1] = { path = name, code = code, message = message } end
     end
   end
   for k in pairs(opts) do
     if declared[k] == nil then
-      local key = tostring(k)
+      -- never tostring() a key: its __tostring would be the caller's code
+      local key = type(k) == "string" and k or "[" .. (type(k) == "number" and tostring(k) or type(k)) .. "]"
       local hint = type(k) == "string" and core.suggest(k, names)
       list[#list + 1] = { path = key, code = "unknown_field",
         message = "is not a known option" .. (hint and " (did you mean '" .. hint .. "'?)" or "") }
@@ -129,6 +142,7 @@ end
 -- The resolved settings of a client: options over environment over
 -- defaults. Returns settings, or nil, message, err (kind "config").
 function _M.settings(opts)
+  opts = _M.plain(opts)
   local problems = _M.check_options(opts, OPTIONS)
   if #problems > 0 then return errors.violations("config", problems) end
   local s = {}
@@ -232,7 +246,7 @@ local function finish(handle, res, attempts, verdict, on_ok)
   if res.kind == "transport" then
     fields.curl_code = res.curl_code
     local what = redact(res.error)
-    if verdict == "exhausted" then what = what .. " (gave up after " .. attempts .. " attempts)" end
+    if verdict == "exhausted" and attempts > 1 then what = what .. " (gave up after " .. attempts .. " attempts)" end
     return errors.fail("transport", what, fields)
   elseif res.kind == "api" then
     return api_error(res, fields, redact)
@@ -256,13 +270,16 @@ function _M.decode_object(res, fields)
   return value
 end
 
+-- The config error of a network call on a client without a key.
+function _M.no_key()
+  return errors.fail("config", "no API key: pass api_key to topcalls.new{} or set the "
+                     .. "TOPCALLS_API_KEY environment variable")
+end
+
 -- Run one logical call: attempts with retries, one idempotency key for
 -- all of them (POST). Returns the value of on_ok, or nil, message, err.
 function _M.call(state, method, path, body, call, on_ok)
-  if not state.handle:has_key() then
-    return errors.fail("config", "no API key: pass api_key to topcalls.new{} or set the "
-                       .. "TOPCALLS_API_KEY environment variable")
-  end
+  if not state.handle:has_key() then return _M.no_key() end
   local s = state.settings
   local timeout = call.timeout or s.timeout
   local max_retries = call.max_retries or s.max_retries

@@ -4,7 +4,7 @@
 -- SPDX-License-Identifier: MIT
 
 local cjson = require("cjson").new()
-local pcall, type, pairs, ipairs, sort, concat = pcall, type, pairs, ipairs, table.sort, table.concat
+local pcall, type, next, rawget, ipairs, sort, concat = pcall, type, next, rawget, ipairs, table.sort, table.concat
 
 cjson.encode_invalid_numbers(false)
 cjson.decode_invalid_numbers(false)
@@ -12,16 +12,24 @@ cjson.encode_sparse_array(false)
 
 local _M = { null = cjson.null }
 
+-- Are the n keys of t exactly 1..n? (raw)
+local function is_sequence(t, n)
+  for i = 1, n do if rawget(t, i) == nil then return false end end
+  return true
+end
+
 -- Write value with every object's keys sorted. cjson writes keys in table
 -- order, which Lua 5.3+ varies per process (string hashes are seeded), and
 -- a re-run that reuses an Idempotency-Key must send the same bytes or the
 -- server answers 409 instead of replaying. Only called on a value cjson has
 -- already accepted; tables that are not all-string-keyed objects or plain
 -- 1..n arrays are left to cjson as they are.
+-- Tables are read raw (next, rawget), as cjson reads them: a caller's
+-- metamethods (__pairs, __index, __len) never run.
 local function canonical(value, out)
   if type(value) ~= "table" then out[#out + 1] = cjson.encode(value); return end
   local keys, strings = {}, true
-  for k in pairs(value) do
+  for k in next, value do
     keys[#keys + 1] = k
     strings = strings and type(k) == "string"
   end
@@ -29,13 +37,13 @@ local function canonical(value, out)
     sort(keys)
     for i, k in ipairs(keys) do
       out[#out + 1] = (i == 1 and "{" or ",") .. cjson.encode(k) .. ":"
-      canonical(value[k], out)
+      canonical(rawget(value, k), out)
     end
     out[#out + 1] = "}"
-  elseif #keys > 0 and #keys == #value then
-    for i = 1, #value do
+  elseif #keys > 0 and is_sequence(value, #keys) then
+    for i = 1, #keys do
       out[#out + 1] = i == 1 and "[" or ","
-      canonical(value[i], out)
+      canonical(rawget(value, i), out)
     end
     out[#out + 1] = "]"
   else

@@ -7,6 +7,8 @@
 --   local log = emu.log()                      -- API requests, arrival order
 --   local carriers = emu.carriers()            -- stored carriers
 --   emu.url, emu.tls_url, emu.ca_file, emu.dir -- from the environment
+--   emu.wrong_host_url, emu.wrong_host_ca      -- TLS, certificate for wrong.example only
+--   emu.tls_reject_url                         -- TLS, every handshake refused
 --
 -- The emulator is started by `tools/emulator/emulator run -- CMD` (which
 -- `make test` uses); it exports TOPCALLS_EMULATOR_URL and friends.
@@ -22,6 +24,9 @@ local M = {
   tls_url = os.getenv("TOPCALLS_EMULATOR_TLS_URL"),
   ca_file = os.getenv("TOPCALLS_EMULATOR_CA"),
   dir = os.getenv("TOPCALLS_EMULATOR_DIR"),
+  wrong_host_url = os.getenv("TOPCALLS_EMULATOR_WRONG_HOST_URL"),
+  wrong_host_ca = os.getenv("TOPCALLS_EMULATOR_WRONG_HOST_CA"),
+  tls_reject_url = os.getenv("TOPCALLS_EMULATOR_TLS_REJECT_URL"),
 }
 
 local HINT = "run the specs through `tools/emulator/emulator run -- busted ...` "

@@ -12,6 +12,8 @@
 --   carrier_seq, carrier:<id>      stored carriers {seq, carrier, ...}
 --   idem:<keyhash>:<key>           first 201 answer for an Idempotency-Key
 --   lock:idem:<keyhash>:<key>      claimed while that key is being processed
+--   epoch              bumped by every reset: a request that arrived before
+--                      a reset (held by a delay, say) leaves no trace after it
 
 local bit = require "bit"
 local rules = require "rules"
@@ -136,7 +138,14 @@ end
 
 -- Saved on arrival and again when answered; the two times let tests see
 -- how many requests were in flight at once.
+-- Did a reset happen since this request arrived?  Then it belongs to the
+-- world before the reset: nothing of it is stored any more.
+local function stale(ctx)
+  return (tonumber(dict:get("epoch")) or 0) ~= ctx.epoch
+end
+
 local function save_log(ctx)
+  if stale(ctx) then return end
   ngx.update_time()
   if ctx.entry.status ~= null then ctx.entry.answered_at = ngx.now() end
   local ok, err = dict:safe_set("log:" .. ctx.entry.seq, json(ctx.entry))
@@ -243,6 +252,7 @@ local function create(ctx, api_key)
         errors)
     end
     local carrier = carrier_from(doc, api_key)
+    if stale(ctx) then return created_response(carrier) end   -- answered, not stored
     local seq = dict:incr("carrier_seq", 1, 0)
     local ok, serr = dict:safe_set("carrier:" .. carrier.id, json{
       seq = seq, carrier = carrier, api_key_hash = ngx.md5(api_key),
@@ -277,7 +287,7 @@ local function create(ctx, api_key)
     -- `hold`: keep the key claimed for a while (to test concurrent retries).
     if ctx.fault and tonumber(ctx.fault.hold) then ngx.sleep(tonumber(ctx.fault.hold)) end
     local r = process()
-    if r.status == 201 then
+    if r.status == 201 and not stale(ctx) then
       dict:safe_set(rkey, json{ hash = hash, status = r.status,
                                 headers = r.headers, body = r.body }, IDEMPOTENCY_TTL)
     end
@@ -403,7 +413,8 @@ end
 -- What a response-shaping fault answers.  `real` is the processed response
 -- when after_process was set, else nil (and nothing was stored).
 local function fault_payload(ctx, fault, real, doc_for_fake, api_key)
-  local status, res = tonumber(fault.status), nil
+  local status = tonumber(fault.status)
+  local res
   if fault.oversize then
     res = response(status or 201, json_of_size(tonumber(fault.oversize)), "application/json")
   elseif fault.redirect then
@@ -490,10 +501,21 @@ local function apply_fault(ctx, fault)
 end
 
 local function api()
-  local ctx = { request_id = "req_" .. hex(random_bytes(16)) }
-  ctx.body = read_request_body()
+  local ctx = { request_id = "req_" .. hex(random_bytes(16)),
+                epoch = tonumber(dict:get("epoch")) or 0 }
   local fault = dict:lpop("faults")             -- popped on arrival: FIFO
   ctx.fault = fault and cjson.decode(fault)
+  if ctx.fault and ctx.fault.reset == "during_request" then
+    -- Close while the client is still sending: the head was read, the body
+    -- is left unread, so the kernel answers the client's next bytes with a
+    -- RST (a large body is still being written when it arrives).
+    ctx.body = ""
+    log_arrival(ctx)
+    ctx.entry.status = "reset:during_request"
+    save_log(ctx)
+    return ngx.exit(444)
+  end
+  ctx.body = read_request_body()
   log_arrival(ctx)
 
   local latency = tonumber(dict:get("latency")) or 0
@@ -526,8 +548,11 @@ local function check_fault(f, i)
       return ("fault %d: '%s' must be a %s"):format(i, k, want == "table" and "object" or want)
     end
   end
-  if f.reset and f.reset ~= "before" and f.reset ~= "during_body" then
-    return ("fault %d: reset must be 'before' or 'during_body'"):format(i)
+  if f.reset and f.reset ~= "before" and f.reset ~= "during_body" and f.reset ~= "during_request" then
+    return ("fault %d: reset must be 'before', 'during_body' or 'during_request'"):format(i)
+  end
+  if f.reset == "during_request" and f.after_process then
+    return ("fault %d: reset 'during_request' cannot be combined with after_process"):format(i)
   end
 end
 
@@ -547,7 +572,9 @@ local function control()
     return control_json(200, { ok = true, pid = ngx.worker.pid() })
 
   elseif route == "POST /_emulator/reset" then
+    local epoch = (tonumber(dict:get("epoch")) or 0) + 1
     dict:flush_all()
+    dict:set("epoch", epoch)
     dict:set("latency", default_latency)
     return control_json(200, { ok = true })
 
