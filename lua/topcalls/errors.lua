@@ -1,6 +1,11 @@
--- topcalls.errors: the error table every failure returns, and the
--- three-value return `nil, message, err` built from it.
--- SPDX-License-Identifier: MIT
+--- The error table every failure returns, and the three-value return
+-- `nil, message, err` built from it. Its fields: `kind` (validation,
+-- config, api, transport, decode), `message` (the one-line string, also
+-- what `tostring(err)` gives), `errors` (`{ path, message, code }` list),
+-- `status`, `type`, `title`, `detail`, `instance` (from the HTTP answer),
+-- `request_id`, `retryable`, `attempts`, `retry_after`, `curl_code`.
+-- @module topcalls.errors
+-- @license MIT
 
 local setmetatable, tostring, concat, gsub = setmetatable, tostring, table.concat, string.gsub
 
@@ -17,8 +22,11 @@ local function one_line(s)
 end
 _M.one_line = one_line
 
--- An error table of `kind` whose message says `what`. `fields` (optional)
--- is taken over as the table itself.
+--- An error table of `kind` whose message says `what`.
+-- @string kind
+-- @string what
+-- @tparam[opt] table fields taken over as the error table itself
+-- @treturn table the error
 function _M.new(kind, what, fields)
   local err = fields or {}
   err.kind = kind
@@ -29,7 +37,7 @@ function _M.new(kind, what, fields)
   return setmetatable(err, error_mt)
 end
 
--- nil, message, err
+--- `nil, message, err` for a new error (see `new`).
 function _M.fail(kind, what, fields)
   local err = _M.new(kind, what, fields)
   return nil, err.message, err
