@@ -90,17 +90,16 @@ elseif mode == "rss" then
 elseif mode == "validate" then
   local n = tonumber(arg[2])
   local cjson = require "cjson"
-  local topcalls = require "topcalls"
   local carriers = require "topcalls.carriers"
-  local json = require "topcalls.json"
+  local core = require "topcalls.core"
   local p = params()
-  local validate = topcalls.carriers.validate
   local cases = {
     encode = function() return cjson.encode(p) end,
-    validate = function() return validate(p) end,
-    validate_encode = function()   -- what add does before the network
-      return json.encode(carriers.validate_params(p, true))
-    end,
+    -- the C walker alone: every rule, and the normalized copy it builds
+    validate = function() return core.validate(p, true) end,
+    -- what add does before the network: the checks, and the body the C
+    -- core writes from the normalized copy
+    validate_encode = function() return select(2, carriers.validate_params(p, true)) end,
   }
   local order = { "encode", "validate", "validate_encode" }
   local samples = { encode = {}, validate = {}, validate_encode = {} }

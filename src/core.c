@@ -452,7 +452,7 @@ static int l_validate(lua_State *L)
 static int l_encode(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    tc_schema_push_json(L, 1);
+    tc_schema_push_json(L, 1, lua_touserdata(L, lua_upvalueindex(1)));
     return 1;
 }
 
@@ -604,7 +604,6 @@ static const luaL_Reg bulk_meta[] = {
 static const luaL_Reg core_functions[] = {
     { "client_new", l_client_new },
     { "validate", l_validate },
-    { "encode", l_encode },
     { "retry_plan", l_retry_plan },
     { "retry_after", l_retry_after },
     { "backoff", l_backoff },
@@ -617,6 +616,22 @@ static const luaL_Reg core_functions[] = {
     { NULL, NULL }
 };
 
+/* The metatable `name` with its metamethods and an __index of methods;
+ * its __metatable hides it from getmetatable. Once per Lua state.
+ * [-0, +0, m] */
+static void register_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods)
+{
+    if (luaL_newmetatable(L, name)) {
+        tc_setfuncs(L, meta);
+        lua_newtable(L);
+        tc_setfuncs(L, methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushstring(L, name);
+        lua_setfield(L, -2, "__metatable");
+    }
+    lua_pop(L, 1);
+}
+
 __attribute__((visibility("default"))) int luaopen_topcalls_core(lua_State *L);
 
 int luaopen_topcalls_core(lua_State *L)
@@ -626,28 +641,14 @@ int luaopen_topcalls_core(lua_State *L)
         return luaL_error(L, "topcalls: curl_global_init failed: %s", curl_easy_strerror(curl_init_code));
 
     tc_buf_register(L);
-    if (luaL_newmetatable(L, CLIENT_MT)) {
-        tc_setfuncs(L, client_meta);
-        lua_newtable(L);
-        tc_setfuncs(L, client_methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushliteral(L, "topcalls.client");
-        lua_setfield(L, -2, "__metatable");
-    }
-    lua_pop(L, 1);
-
-    if (luaL_newmetatable(L, BULK_MT)) {
-        tc_setfuncs(L, bulk_meta);
-        lua_newtable(L);
-        tc_setfuncs(L, bulk_methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushliteral(L, "topcalls.bulk");
-        lua_setfield(L, -2, "__metatable");
-    }
-    lua_pop(L, 1);
+    register_class(L, CLIENT_MT, client_meta, client_methods);
+    register_class(L, BULK_MT, bulk_meta, bulk_methods);
 
     lua_newtable(L);
     tc_setfuncs(L, core_functions);
+    tc_schema_new_scratch(L);      /* one body buffer per Lua state, reused */
+    lua_pushcclosure(L, l_encode, 1);
+    lua_setfield(L, -2, "encode");
     curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
     lua_pushstring(L, vi->version);
     lua_setfield(L, -2, "curl_version");

@@ -5,7 +5,6 @@
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
-#include <stdio.h>
 #include <stdint.h>
 #include <sys/random.h>
 #include "tc.h"
@@ -30,15 +29,20 @@ int tc_random_bytes(void *p, size_t n)
 /* A random (version 4, RFC 4122 variant) UUID in lower-case text. */
 int tc_uuid4(char out[37])
 {
+    static const char hex[] = "0123456789abcdef";
     unsigned char b[16];
     if (tc_random_bytes(b, sizeof b) != 0)
         return -1;
     b[6] = (unsigned char)((b[6] & 0x0F) | 0x40);
     b[8] = (unsigned char)((b[8] & 0x3F) | 0x80);
-    snprintf(out, 37,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
-             b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+    char *o = out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *o++ = '-';
+        *o++ = hex[b[i] >> 4];
+        *o++ = hex[b[i] & 15];
+    }
+    *o = '\0';
     return 0;
 }
 

@@ -107,6 +107,16 @@ static void add_error(walk_t *w, const char *path, const char *code)
     lua_pop(L, 1);
 }
 
+/* add_error for member `name` of the object at `parent`. The path is built
+ * only here: valid input, the common case, needs none. [-1, +0, m] */
+static void add_member_error(walk_t *w, const char *parent, const char *name, const char *code)
+{
+    const char *path = push_path(w->L, parent, name);
+    lua_insert(w->L, -2);           /* the path under the message */
+    add_error(w, path, code);       /* pops the message */
+    lua_pop(w->L, 1);
+}
+
 /* The member of `members` closest to name within edit distance 2, or NULL. */
 static const char *closest_member(const field_t *members, const char *name, size_t n)
 {
@@ -202,7 +212,7 @@ static void walk_object(walk_t *w, const field_t *members, const char *path, int
 
 /* Check the value at vidx against field f (member of the table at parent)
  * and, when it is good, store its normalized form in out. [-0, +0, m] */
-static void walk_field(walk_t *w, const field_t *f, const char *path, int vidx, int parent, int out)
+static void walk_field(walk_t *w, const field_t *f, const char *at, int vidx, int parent, int out)
 {
     lua_State *L = w->L;
     int t = lua_type(L, vidx);
@@ -212,19 +222,19 @@ static void walk_field(walk_t *w, const field_t *f, const char *path, int vidx, 
         int wanted = strcmp(w->trunk_type, f->only_for_trunk) == 0;
         if (t == LUA_TNIL && wanted) {
             lua_pushfstring(L, "is required when trunk_type is '%s'", f->only_for_trunk);
-            add_error(w, path, "required");
+            add_member_error(w, at, f->name, "required");
             return;
         }
         if (t != LUA_TNIL && !wanted) {
             lua_pushfstring(L, "is only allowed when trunk_type is '%s'", f->only_for_trunk);
-            add_error(w, path, "not_allowed");
+            add_member_error(w, at, f->name, "not_allowed");
             return;
         }
     }
     if (t == LUA_TNIL) {
         if (f->flags & F_REQUIRED) {
             lua_pushliteral(L, "is required");
-            add_error(w, path, "required");
+            add_member_error(w, at, f->name, "required");
         } else if (f->def != D_NONE) {
             if (f->def == D_STRING) lua_pushstring(L, f->def_string);
             else if (f->def == D_INTEGER) lua_pushinteger(L, (lua_Integer)f->def_integer);
@@ -273,6 +283,7 @@ static void walk_field(walk_t *w, const field_t *f, const char *path, int vidx, 
             code = "type";
             break;
         }
+        const char *path = push_path(L, at, f->name);
         lua_newtable(L);
         int sub = lua_gettop(L);
         walk_object(w, f->members, path, vidx, sub);
@@ -288,11 +299,12 @@ static void walk_field(walk_t *w, const field_t *f, const char *path, int vidx, 
             }
         }
         lua_setfield(L, out, f->name);
+        lua_pop(L, 1);   /* the path */
         return;
     }
     }
     if (code) {
-        add_error(w, path, code);
+        add_member_error(w, at, f->name, code);
         return;
     }
     lua_pushvalue(L, vidx);
@@ -401,11 +413,10 @@ static void walk_object(walk_t *w, const field_t *members, const char *path, int
     lua_State *L = w->L;
     luaL_checkstack(L, 12, "topcalls: validation nests too deep");
     for (const field_t *f = members; f->name; f++) {
-        const char *p = push_path(L, path, f->name);
         lua_pushstring(L, f->name);
         lua_rawget(L, src);
-        walk_field(w, f, p, lua_gettop(L), src, out);
-        lua_pop(L, 2);
+        walk_field(w, f, path, lua_gettop(L), src, out);
+        lua_pop(L, 1);
         if (f->flags & F_SELECTOR)
             w->trunk_type = selected_choice(L, f, out);
     }
@@ -541,20 +552,26 @@ static int json_object(lua_State *L, tc_buf_t *b, const field_t *members, int ob
 }
 
 /* Push the JSON text of the normalized carrier at index normalized, or nil
- * when it carries undeclared fields. The scratch buffer is a userdata, so
- * a memory error while pushing leaks nothing. [-0, +1, m] */
-void tc_schema_push_json(lua_State *L, int normalized)
+ * when it carries undeclared fields. scratch is a buffer owned by a
+ * userdata (reused call after call), so a memory error leaks nothing.
+ * [-0, +1, m] */
+void tc_schema_push_json(lua_State *L, int normalized, tc_buf_t *scratch)
 {
-    normalized = normalized < 0 ? lua_gettop(L) + normalized + 1 : normalized;
+    tc_buf_clear(scratch);
+    if (json_object(L, scratch, carrier_members, normalized) != 0)
+        lua_pushnil(L);
+    else if (scratch->oom)
+        luaL_error(L, "not enough memory");
+    else
+        lua_pushlstring(L, scratch->data, scratch->len);
+}
+
+/* Push a new scratch buffer userdata for tc_schema_push_json. [-0, +1, m] */
+tc_buf_t *tc_schema_new_scratch(lua_State *L)
+{
     tc_buf_t *b = tc_newuserdata(L, sizeof *b);
     tc_buf_init(b, (size_t)-1 / 2);
     luaL_getmetatable(L, BUF_MT);
     lua_setmetatable(L, -2);
-    if (json_object(L, b, carrier_members, normalized) != 0)
-        lua_pushnil(L);
-    else if (b->oom)
-        luaL_error(L, "not enough memory");
-    else
-        lua_pushlstring(L, b->data, b->len);
-    lua_remove(L, -2);
+    return b;
 }

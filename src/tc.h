@@ -195,7 +195,8 @@ void tc_bulk_free(tc_bulk_t *b);
 /* ---- schema.c: the declarative request schema and its walker --------- */
 int tc_schema_validate(lua_State *L, int params, int strict);
 int tc_schema_push_suggestion(lua_State *L, const char *name, int list);
-void tc_schema_push_json(lua_State *L, int normalized);
+void tc_schema_push_json(lua_State *L, int normalized, tc_buf_t *scratch);
+tc_buf_t *tc_schema_new_scratch(lua_State *L);
 void tc_buf_register(lua_State *L);
 
 #pragma GCC visibility pop

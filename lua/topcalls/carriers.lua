@@ -99,6 +99,26 @@ local function prepare_item(params, key, strict, seen, i)
   return body
 end
 
+-- The resource of a default client that new() builds on first use; a
+-- failed build is not cached, so fixing the environment fixes the next
+-- call. `validate` needs no client (and no key).
+function _M.default_resource(new, names, validate)
+  local default_client
+  local res = { validate = validate }
+  for _, name in ipairs(names) do
+    res[name] = function(first, call)
+      _M.check_args(name, first, call)
+      if not default_client then
+        local c, msg, err = new()
+        if not c then return nil, msg, err end
+        default_client = c
+      end
+      return default_client.carriers[name](first, call)
+    end
+  end
+  return res
+end
+
 -- The carriers resource bound to a client state.
 function _M.new(state)
   local res = {}

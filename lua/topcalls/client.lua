@@ -90,9 +90,12 @@ local CHECKS = {
 
 -- A plain copy of a caller's options table, read raw (next): a metatable's
 -- __index or __pairs never runs, as for params.
+local NO_OPTIONS = setmetatable({}, { __newindex = function() error("topcalls: options are read-only", 2) end })
+
 function _M.plain(t)
+  if t == nil then return NO_OPTIONS end
   local out = {}
-  if t ~= nil then for k, v in next, t do out[k] = v end end
+  for k, v in next, t do out[k] = v end
   return out
 end
 
@@ -236,23 +239,24 @@ end
 -- Map one finished attempt to value | nil, message, err. `on_ok` turns a
 -- 2xx response into the value.
 local function finish(handle, res, attempts, verdict, on_ok)
-  local redact = function(s) return handle:redact(s) end
   local fields = {
     attempts = attempts,
     retryable = res.retryable,
     retry_after = res.retry_after,
     request_id = res.headers["x-request-id"],
   }
+  if res.kind == "ok" then
+    fields.status = res.status
+    return on_ok(res, fields)
+  end
+  local redact = function(s) return handle:redact(s) end
   if res.kind == "transport" then
     fields.curl_code = res.curl_code
     local what = redact(res.error)
     if verdict == "exhausted" and attempts > 1 then what = what .. " (gave up after " .. attempts .. " attempts)" end
     return errors.fail("transport", what, fields)
-  elseif res.kind == "api" then
-    return api_error(res, fields, redact)
   end
-  fields.status = res.status
-  return on_ok(res, fields)
+  return api_error(res, fields, redact)
 end
 
 -- A 2xx body that must be a JSON object.
@@ -287,7 +291,7 @@ function _M.call(state, method, path, body, call, on_ok)
   local attempts = 0
   while true do
     attempts = attempts + 1
-    local started = core.now()
+    local started = s.logger and core.now()
     local res = state.handle:perform(method, path, body, key, timeout)
     local delay, verdict = core.retry_plan(attempts, max_retries, res.retryable, res.retry_after)
     if s.logger then

@@ -51,16 +51,6 @@ function _M.new(opts)
   return setmetatable({ carriers = carriers.new(state), _handle = state.handle }, client_mt)
 end
 
--- The default client, built from the environment on first use. A failed
--- build is not cached, so fixing the environment fixes the next call.
-local default_client
-local function default()
-  if default_client then return default_client end
-  local c, msg, err = _M.new()
-  default_client = c
-  return c, msg, err
-end
-
 --- The carriers resource.
 -- Of the default client (built from the
 -- environment on first use) as `topcalls.carriers`, of a client as
@@ -101,23 +91,11 @@ end
 -- @return `true`, or `nil, message, err` with `kind = "validation"` and
 --  every violation in `err.errors` as `{ path, message, code }`
 
--- validate needs no client (and no key), so it works even when the
--- environment is unset.
-_M.carriers = {
-  validate = function(params)
-    carriers.check_args("validate", params)
-    local ok, msg, err = carriers.validate_params(params, true)
-    if not ok then return nil, msg, err end
-    return true
-  end,
-}
-for _, name in ipairs({ "add", "add_many", "delete" }) do
-  _M.carriers[name] = function(first, call)
-    carriers.check_args(name, first, call)
-    local c, msg, err = default()
-    if not c then return nil, msg, err end
-    return c.carriers[name](first, call)
-  end
-end
+_M.carriers = carriers.default_resource(_M.new, { "add", "add_many", "delete" }, function(params)
+  carriers.check_args("validate", params)
+  local ok, msg, err = carriers.validate_params(params, true)
+  if not ok then return nil, msg, err end
+  return true
+end)
 
 return _M

@@ -193,26 +193,7 @@ function _M.new(opts)
   })
 end
 
--- The default client (environment options, pool "topcalls"), built on
--- first use; a failed build is not cached.
-local default_client
-local function default()
-  if default_client then return default_client end
-  local c, msg, err = _M.new()
-  default_client = c
-  return c, msg, err
-end
-
-_M.carriers = {
-  validate = topcalls.carriers.validate,
-}
-for _, name in ipairs({ "add", "delete" }) do
-  _M.carriers[name] = function(first, call_opts)
-    carriers.check_args(name, first, call_opts)
-    local c, msg, err = default()
-    if not c then return nil, msg, err end
-    return c.carriers[name](first, call_opts)
-  end
-end
+-- The default client (environment options, pool "topcalls").
+_M.carriers = carriers.default_resource(_M.new, { "add", "delete" }, topcalls.carriers.validate)
 
 return _M

@@ -13,11 +13,7 @@ local function trunk(name, extra)
   return p
 end
 
-local function stored(name)
-  local list = h.carriers_named(name)
-  assert.are.equal(1, #list, "carriers named " .. name)
-  return list[1]
-end
+local stored = h.stored
 
 local function provision(name, headers, extra)
   return h.sip{ body = trunk(name, extra), headers = headers }

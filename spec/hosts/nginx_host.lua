@@ -16,12 +16,7 @@ local function params(name, extra)
   return p
 end
 
--- The one carrier the emulator stored under `name`.
-local function stored(name)
-  local list = h.carriers_named(name)
-  assert.are.equal(1, #list, "carriers named " .. name)
-  return list[1]
-end
+local stored = h.stored
 
 describe("nginx: the example gateway (topcalls.ngx, thread pool)", function()
   it("creates the carrier and answers 201 with it", function()

@@ -122,6 +122,13 @@ function M.carriers_named(name)
   return list
 end
 
+-- The one carrier the emulator stored under `name` (asserts there is one).
+function M.stored(name)
+  local list = M.carriers_named(name)
+  assert.are.equal(1, #list, "carriers named " .. name)
+  return list[1]
+end
+
 function M.requests_named(name)
   local list = {}
   for _, r in ipairs(emu.log()) do
