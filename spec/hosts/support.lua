@@ -125,7 +125,7 @@ end
 -- The one carrier the emulator stored under `name` (asserts there is one).
 function M.stored(name)
   local list = M.carriers_named(name)
-  assert.are.equal(1, #list, "carriers named " .. name)
+  assert(#list == 1, ("expected 1 carrier named %s, found %d"):format(name, #list))
   return list[1]
 end
 
