@@ -47,38 +47,52 @@ done:
     return rc;
 }
 
-/* libcurl opens every socket through here, so the client knows which
+/* libcurl opens every socket through here, so the table knows which
  * descriptors its connections use. CLOEXEC keeps them from programs the
  * host execs. */
 static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
 {
-    tc_client_t *c = ud;
+    tc_sockets_t *t = ud;
     (void)purpose;
     curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-    if (fd != CURL_SOCKET_BAD && c->nsockets < TC_MAX_SOCKETS)
-        c->sockets[c->nsockets++] = fd;
+    if (fd != CURL_SOCKET_BAD && t->n < TC_MAX_SOCKETS)
+        t->fds[t->n++] = fd;
     return fd;
 }
 
 static int on_close_socket(void *ud, curl_socket_t fd)
 {
-    tc_client_t *c = ud;
-    for (int i = 0; i < c->nsockets; i++) {
-        if (c->sockets[i] == fd) {
-            c->sockets[i] = c->sockets[--c->nsockets];
+    tc_sockets_t *t = ud;
+    for (int i = 0; i < t->n; i++) {
+        if (t->fds[i] == fd) {
+            t->fds[i] = t->fds[--t->n];
             break;
         }
     }
     return close(fd);
 }
 
-/* Route an easy handle's socket life cycle through the client. */
-void tc_client_adopt_sockets(tc_client_t *c, CURL *easy)
+/* Route an easy handle's socket life cycle through the table t. */
+void tc_sockets_adopt(tc_sockets_t *t, CURL *easy)
 {
     curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
-    curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, c);
+    curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, t);
     curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
-    curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, c);
+    curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, t);
+}
+
+/* In a process that did not open them (a forked child): point every
+ * socket at /dev/null, so that closing them afterwards (a TLS
+ * close_notify included) touches nothing the parent still uses. */
+void tc_sockets_disown(tc_sockets_t *t)
+{
+    for (int i = 0; i < t->n; i++) {
+        int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (null_fd >= 0) {
+            dup2(null_fd, t->fds[i]);
+            close(null_fd);
+        }
+    }
 }
 
 /* Block SIGPIPE in this thread while libcurl writes; NOSIGNAL leaves it
@@ -110,28 +124,20 @@ void tc_sigpipe_restore(const tc_sigpipe_t *s)
     pthread_sigmask(SIG_SETMASK, &s->old, NULL);
 }
 
-/* Close the handle, and with it every connection. In a process that did
- * not open them, the sockets are first pointed at /dev/null so that
- * closing (a TLS close_notify included) touches nothing the parent uses. */
+/* Close the handle, and with it every connection; in a forked child the
+ * inherited sockets are disowned first. */
 static void drop_handle(tc_client_t *c)
 {
     if (c->ex.easy == NULL)
         return;
-    if (c->owner_pid != getpid()) {
-        for (int i = 0; i < c->nsockets; i++) {
-            int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
-            if (null_fd >= 0) {
-                dup2(null_fd, c->sockets[i]);
-                close(null_fd);
-            }
-        }
-    }
+    if (c->owner_pid != getpid())
+        tc_sockets_disown(&c->sockets);
     tc_sigpipe_t guard;
     tc_sigpipe_block(&guard);
     curl_easy_cleanup(c->ex.easy);
     tc_sigpipe_restore(&guard);
     c->ex.easy = NULL;
-    c->nsockets = 0;
+    c->sockets.n = 0;
 }
 
 /* Make sure the client has a handle that this process owns. Returns 0,

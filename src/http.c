@@ -109,7 +109,7 @@ int tc_exchange_prepare(tc_exchange_t *ex, tc_client_t *c, const tc_request_t *r
     curl_easy_setopt(h, CURLOPT_WRITEDATA, ex);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, ex);
-    tc_client_adopt_sockets(c, h);
+    tc_sockets_adopt(&c->sockets, h);
     if (strcmp(rq->method, "POST") == 0) {
         curl_easy_setopt(h, CURLOPT_POST, 1L);
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)rq->body_len);

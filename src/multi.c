@@ -5,7 +5,6 @@
  * attempts to the Lua layer, which decides retries exactly as for `add`.
  * SPDX-License-Identifier: MIT
  */
-#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,7 +155,7 @@ static int start(tc_bulk_t *b, tc_bulk_slot_t *s, int item, double now)
     tc_request_t rq = { "POST", b->url, it->body, it->body_len, it->key, b->timeout_ms };
     if (tc_exchange_prepare(&s->ex, b->client, &rq) != 0)
         return -1;
-    tc_client_adopt_sockets(&b->sockets, s->ex.easy);
+    tc_sockets_adopt(&b->sockets, s->ex.easy);
     curl_easy_setopt(s->ex.easy, CURLOPT_PRIVATE, (void *)s);
     if (curl_multi_add_handle(b->multi, s->ex.easy) != CURLM_OK)
         return -1;
@@ -271,21 +270,12 @@ int tc_bulk_run(tc_bulk_t *b, const char **why)
     return n;
 }
 
-/* Free everything; safe twice and on any partial state. In a process that
- * did not open the run's connections (a fork), their sockets are first
- * pointed at /dev/null so closing them (a TLS close_notify included)
- * touches nothing the parent uses. */
+/* Free everything; safe twice and on any partial state. In a forked child
+ * the run's inherited sockets are disowned first. */
 void tc_bulk_free(tc_bulk_t *b)
 {
-    if (b->owner_pid != 0 && b->owner_pid != getpid()) {
-        for (int i = 0; i < b->sockets.nsockets; i++) {
-            int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
-            if (null_fd >= 0) {
-                dup2(null_fd, b->sockets.sockets[i]);
-                close(null_fd);
-            }
-        }
-    }
+    if (b->owner_pid != 0 && b->owner_pid != getpid())
+        tc_sockets_disown(&b->sockets);
     tc_sigpipe_t guard;
     tc_sigpipe_block(&guard);
     for (int k = 0; k < b->nslots; k++) {
@@ -303,7 +293,7 @@ void tc_bulk_free(tc_bulk_t *b)
     tc_sigpipe_restore(&guard);
     b->multi = NULL;
     b->running = 0;
-    b->sockets.nsockets = 0;
+    b->sockets.n = 0;
     for (int i = 0; i < b->nitems; i++) {
         free(b->items[i].body);
         free(b->items[i].key);

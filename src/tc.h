@@ -112,6 +112,13 @@ void tc_exchange_classify(const tc_exchange_t *ex, tc_outcome_t *out, time_t now
 const char *tc_header_find(const char *head, size_t len, const char *name, size_t *vlen);
 
 /* ---- client.c: settings, the kept-alive handle, fork safety ---------- */
+
+/* The sockets a set of easy handles opened, known so a forked child can
+ * disown them without a byte on the wire. */
+typedef struct tc_sockets {
+    curl_socket_t fds[TC_MAX_SOCKETS];
+    int           n;
+} tc_sockets_t;
 struct tc_client {
     char  *base_url;        /* no trailing slash */
     char  *auth_header;     /* "Authorization: Bearer <key>", or NULL */
@@ -121,15 +128,15 @@ struct tc_client {
     long   connect_timeout_ms;
     int    allow_http;      /* base_url's host is loopback */
     pid_t  owner_pid;       /* process whose sockets `ex.easy` holds */
-    curl_socket_t sockets[TC_MAX_SOCKETS];
-    int    nsockets;
+    tc_sockets_t sockets;   /* what its connections use */
     tc_exchange_t ex;       /* the single kept-alive exchange of `add` */
 };
 
 int  tc_client_check_url(const char *url, int *loopback, const char **why);
 int  tc_client_ensure_handle(tc_client_t *c);
 void tc_client_close(tc_client_t *c);
-void tc_client_adopt_sockets(tc_client_t *c, CURL *easy);
+void tc_sockets_adopt(tc_sockets_t *t, CURL *easy);
+void tc_sockets_disown(tc_sockets_t *t);
 
 /* sigpipe guard around libcurl calls that may write to a dead peer */
 typedef struct tc_sigpipe { int pending_before; sigset_t old; } tc_sigpipe_t;
@@ -167,7 +174,7 @@ typedef struct tc_bulk_slot {
 typedef struct tc_bulk {
     CURLM          *multi;
     tc_client_t    *client;     /* settings for every request; must outlive the run */
-    tc_client_t     sockets;    /* only its socket table: the connections this run opened */
+    tc_sockets_t    sockets;    /* the connections this run opened */
     char           *url;
     long            timeout_ms;
     tc_bulk_slot_t *slots;
