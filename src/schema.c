@@ -210,6 +210,16 @@ static const char *check_string(lua_State *L, const field_t *f, const char *s, s
 
 static void walk_object(walk_t *w, const field_t *members, const char *path, int src, int out);
 
+/* How many members an object declares: the size of its normalized table,
+ * made once at that size rather than grown (and rehashed) field by field. */
+static int member_count(const field_t *members)
+{
+    int n = 0;
+    while (members[n].name)
+        n++;
+    return n;
+}
+
 /* Check the value at vidx against field f (member of the table at parent)
  * and, when it is good, store its normalized form in out. [-0, +0, m] */
 static void walk_field(walk_t *w, const field_t *f, const char *at, int vidx, int parent, int out)
@@ -284,7 +294,7 @@ static void walk_field(walk_t *w, const field_t *f, const char *at, int vidx, in
             break;
         }
         const char *path = push_path(L, at, f->name);
-        lua_newtable(L);
+        lua_createtable(L, 0, member_count(f->members));
         int sub = lua_gettop(L);
         walk_object(w, f->members, path, vidx, sub);
         if (f->one_true) {
@@ -430,7 +440,7 @@ int tc_schema_validate(lua_State *L, int params, int strict)
 {
     walk_t w = { L, 0, 0, strict, NULL };
     params = params < 0 ? lua_gettop(L) + params + 1 : params;
-    lua_newtable(L);
+    lua_createtable(L, 0, member_count(carrier_members));
     int out = lua_gettop(L);
     lua_newtable(L);
     w.errors = lua_gettop(L);
@@ -532,9 +542,11 @@ static int json_object(lua_State *L, tc_buf_t *b, const field_t *members, int ob
                 int v = lua_toboolean(L, -1);
                 tc_buf_append(b, v ? "true" : "false", v ? 4 : 5);
             } else if (t == LUA_TNUMBER) {
-                char num[32];
-                int len = snprintf(num, sizeof num, "%lld", (long long)lua_tointeger(L, -1));
-                tc_buf_append(b, num, (size_t)len);
+                /* the schema's integers are small and positive (port); no printf */
+                char num[24], *d = num + sizeof num;
+                unsigned long long v = (unsigned long long)lua_tointeger(L, -1);
+                do { *--d = (char)('0' + v % 10); v /= 10; } while (v);
+                tc_buf_append(b, d, (size_t)(num + sizeof num - d));
             } else if (json_object(L, b, f->members, lua_gettop(L)) != 0) {
                 lua_pop(L, 1);
                 return -1;
