@@ -185,6 +185,23 @@ static void push_outcome(lua_State *L, const tc_exchange_t *ex)
     lua_setfield(L, -2, "headers");
 }
 
+/* An optional Idempotency-Key argument; tc_exchange_prepare's header line
+ * has room for 255 characters, the documented maximum. [-0, +0, v] */
+static const char *opt_key(lua_State *L, int i)
+{
+    const char *key = luaL_optstring(L, i, NULL);
+    if (key && strlen(key) > 255)
+        luaL_argerror(L, i, "idempotency key too long");
+    return key;
+}
+
+/* Seconds of a per-attempt timeout as libcurl's milliseconds, at least 1
+ * (0 would mean no timeout at all). */
+static long timeout_ms(double seconds)
+{
+    return seconds > 0 ? (long)ceil(seconds * 1000.0) : 1;
+}
+
 /*
 ** client:perform(method, path, body|nil, idempotency_key|nil, timeout)
 ** -> outcome table { kind = "ok"|"api"|"transport", status, body, headers,
@@ -199,11 +216,9 @@ static int l_client_perform(lua_State *L)
     rq.method = luaL_checkstring(L, 2);
     const char *path = luaL_checkstring(L, 3);
     rq.body = luaL_optlstring(L, 4, NULL, &rq.body_len);
-    rq.idempotency_key = luaL_optstring(L, 5, NULL);
+    rq.idempotency_key = opt_key(L, 5);
     double timeout = luaL_checknumber(L, 6);
-    if (rq.idempotency_key && strlen(rq.idempotency_key) > 255)
-        luaL_argerror(L, 5, "idempotency key too long");
-    rq.timeout_ms = timeout > 0 ? (long)ceil(timeout * 1000.0) : 1;
+    rq.timeout_ms = timeout_ms(timeout);
     rq.url = lua_pushfstring(L, "%s%s", c->base_url, path);   /* anchored on the stack */
 
     int prepared = tc_client_ensure_handle(c) == 0 && tc_exchange_prepare(&c->ex, c, &rq) == 0;
@@ -320,8 +335,7 @@ static int l_client_bulk(lua_State *L)
     u->client_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
     const char *url = lua_pushfstring(L, "%s%s", c->base_url, path);
-    long timeout_ms = timeout > 0 ? (long)ceil(timeout * 1000.0) : 1;
-    if (tc_bulk_init(&u->b, c, url, timeout_ms, (int)conc, (int)cap) != 0)
+    if (tc_bulk_init(&u->b, c, url, timeout_ms(timeout), (int)conc, (int)cap) != 0)
         return luaL_error(L, "not enough memory");
     lua_pop(L, 1);
     return 1;
@@ -334,9 +348,7 @@ static int l_bulk_add(lua_State *L)
     bulk_ud_t *u = check_bulk(L, 1);
     size_t n;
     const char *body = luaL_checklstring(L, 2, &n);
-    const char *key = luaL_optstring(L, 3, NULL);
-    if (key && strlen(key) > 255)
-        luaL_argerror(L, 3, "idempotency key too long");
+    const char *key = opt_key(L, 3);
     int i = tc_bulk_add(&u->b, body, n, key);
     if (i == -2)
         return luaL_error(L, "bulk run is full");
@@ -562,9 +574,7 @@ static int l_sleep(lua_State *L)
 /* core.now() -> monotonic seconds, for elapsed times. [-0, +1, -] */
 static int l_now(lua_State *L)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    lua_pushnumber(L, (double)ts.tv_sec + ts.tv_nsec / 1e9);
+    lua_pushnumber(L, tc_monotonic());
     return 1;
 }
 

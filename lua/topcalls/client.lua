@@ -321,7 +321,6 @@ function _M.new_state(opts)
   return { settings = s, handle = handle }
 end
 
-_M.lua_version = lua_version
 _M.is_number = is_number
 _M.finish = finish
 

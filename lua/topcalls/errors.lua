@@ -54,8 +54,4 @@ function _M.violations(kind, list)
   return _M.fail(kind, what, { errors = list })
 end
 
-function _M.is_error(v)
-  return getmetatable(v) == error_mt
-end
-
 return _M
