@@ -42,6 +42,7 @@ int    tc_has_whitespace(const char *s, size_t n);
 int    tc_has_sip_prefix(const char *s, size_t n);
 int    tc_check_uuid(const char *s, size_t n);
 int    tc_check_token(const char *s, size_t n);
+int    tc_check_e164(const char *s, size_t n);   /* 0, -1 malformed, -2 unassigned code */
 int    tc_is_loopback_host(const char *host);
 size_t tc_edit_distance(const char *a, size_t na, const char *b, size_t nb);
 
