@@ -443,12 +443,24 @@ static int l_bulk_tostring(lua_State *L)
     return 1;
 }
 
-/* core.validate(params, strict) -> normalized | nil, errors. [-0, +2, m] */
+/* The schema named by the optional argument i ("carrier" when absent).
+ * [-0, +0, v] */
+static const tc_schema_t *opt_schema(lua_State *L, int i)
+{
+    const char *name = luaL_optstring(L, i, "carrier");
+    const tc_schema_t *s = tc_schema_find(name);
+    if (s == NULL)
+        luaL_argerror(L, i, lua_pushfstring(L, "no schema called '%s'", name));
+    return s;
+}
+
+/* core.validate(params, strict [, schema]) -> normalized | nil, errors.
+** [-0, +2, m] */
 static int l_validate(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     int strict = lua_isnoneornil(L, 2) || lua_toboolean(L, 2);
-    if (tc_schema_validate(L, 1, strict) == 0) {
+    if (tc_schema_validate(L, opt_schema(L, 3), 1, strict) == 0) {
         lua_pop(L, 1);
         lua_pushnil(L);
         return 2;
@@ -459,12 +471,23 @@ static int l_validate(lua_State *L)
     return 2;
 }
 
-/* core.encode(normalized) -> the JSON body in schema order, or nil when
-** the table holds fields the schema does not declare. [-0, +1, m] */
+/* core.encode(normalized [, schema]) -> the JSON body in schema order, or
+** nil when the table holds fields the schema does not declare. [-0, +1, m] */
 static int l_encode(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    tc_schema_push_json(L, 1, lua_touserdata(L, lua_upvalueindex(1)));
+    tc_schema_push_json(L, opt_schema(L, 2), 1, lua_touserdata(L, lua_upvalueindex(1)));
+    return 1;
+}
+
+/* core.describe(schema) -> the schema's fields as data (schema.c);
+** core.describe() -> the list of schema names. [-0, +1, m] */
+static int l_describe(lua_State *L)
+{
+    if (lua_isnoneornil(L, 1))
+        tc_schema_push_names(L);
+    else
+        tc_schema_push_description(L, opt_schema(L, 1));
     return 1;
 }
 
@@ -615,6 +638,7 @@ static const luaL_Reg bulk_meta[] = {
 static const luaL_Reg core_functions[] = {
     { "client_new", l_client_new },
     { "validate", l_validate },
+    { "describe", l_describe },
     { "retry_plan", l_retry_plan },
     { "retry_after", l_retry_after },
     { "backoff", l_backoff },
