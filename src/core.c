@@ -542,11 +542,11 @@ static int l_retryable(lua_State *L)
 }
 
 /* core.check(what, s) -> result of one pure check, for tests and the Lua
-** layer: "ipv4", "hostname", "uuid", "token", "whitespace" -> boolean;
+** layer: "ipv4", "hostname", "uuid", "token", "whitespace", "e164" -> boolean;
 ** "utf8_length" -> count | nil. [-0, +1, -] */
 static int l_check(lua_State *L)
 {
-    static const char *const what[] = { "ipv4", "hostname", "uuid", "token", "whitespace", "utf8_length", NULL };
+    static const char *const what[] = { "ipv4", "hostname", "uuid", "token", "whitespace", "utf8_length", "e164", NULL };
     int w = luaL_checkoption(L, 1, NULL, what);
     size_t n;
     const char *s = luaL_checklstring(L, 2, &n);
@@ -556,6 +556,7 @@ static int l_check(lua_State *L)
     case 2: lua_pushboolean(L, tc_check_uuid(s, n)); break;
     case 3: lua_pushboolean(L, tc_check_token(s, n)); break;
     case 4: lua_pushboolean(L, tc_has_whitespace(s, n)); break;
+    case 6: lua_pushboolean(L, tc_check_e164(s, n) == 0); break;
     default: {
         long len = tc_utf8_length(s, n);
         if (len < 0) lua_pushnil(L); else lua_pushinteger(L, (lua_Integer)len);
