@@ -27,11 +27,14 @@ local _M = {}
 -- The operations of every resource, in the order help() lists them.
 _M.OPERATIONS = { "add", "add_many", "get", "list", "each", "delete", "validate" }
 
--- What each operation's first argument must be (programmer errors raise).
+-- What each operation's first argument must be (programmer errors raise),
+-- and whether it may be absent.
 local FIRST_ARG = {
   add = "table", add_many = "table", validate = "table",
-  get = "string", delete = "string", list = "table?", each = "table?",
+  get = "string", delete = "string", list = "table", each = "table",
 }
+local FIRST_ARG_OPTIONAL = { list = true, each = true }
+local TAKES_CALL_OPTIONS = { add = true, add_many = true, get = true, delete = true }
 
 local DEFAULT_CONCURRENCY, MAX_CONCURRENCY = 8, core.max_concurrency   -- lanes of one curl multi run
 local DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
@@ -59,21 +62,19 @@ _M.MANY_OPTIONS, _M.LIST_OPTIONS, _M.READ_OPTIONS = MANY_OPTIONS, LIST_OPTIONS, 
 
 -- Raise the usual "bad argument" error for a programmer's mistake.
 -- Level 4: the caller of the public function.
-local function check_arg(fname, n, value, expected)
-  local optional = expected:sub(-1) == "?"
-  if optional then expected = expected:sub(1, -2) end
-  local t = type(value)
-  if t ~= expected and not (optional and value == nil) then
-    error("bad argument #" .. n .. " to '" .. fname .. "' (" .. expected .. " expected, got "
-          .. (value == nil and "no value" or t) .. ")", 4)
-  end
+local function bad_arg(fname, n, value, expected)
+  error("bad argument #" .. n .. " to '" .. fname .. "' (" .. expected .. " expected, got "
+        .. (value == nil and "no value" or type(value)) .. ")", 4)
 end
 
 -- The arguments every public entry checks before anything else.
 function _M.check_args(fname, first, call)
-  check_arg(fname, 1, first, FIRST_ARG[fname])
-  if fname ~= "validate" and fname ~= "list" and fname ~= "each" then
-    check_arg(fname, 2, call, "table?")
+  local expected = FIRST_ARG[fname]
+  if type(first) ~= expected and not (first == nil and FIRST_ARG_OPTIONAL[fname]) then
+    bad_arg(fname, 1, first, expected)
+  end
+  if call ~= nil and type(call) ~= "table" and TAKES_CALL_OPTIONS[fname] then
+    bad_arg(fname, 2, call, "table")
   end
 end
 
