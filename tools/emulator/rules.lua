@@ -336,6 +336,20 @@ function M.validate(body, null, schema_name)
   return errors, body
 end
 
+-- Fills the documented defaults into a body without judging it (the
+-- emulator's "edit by hand" control stores what the API would store).
+local function fill_defaults(spec, obj)
+  for _, f in ipairs(spec.fields) do
+    if obj[f[1]] == nil and f.default ~= nil then obj[f[1]] = f.default end
+    if f.type == "object" and is_object(obj[f[1]]) then fill_defaults(f, obj[f[1]]) end
+  end
+  return obj
+end
+
+function M.defaults(body, schema_name)
+  return fill_defaults(assert(schemas[schema_name or "carrier"], "unknown schema"), body)
+end
+
 -- Exposed for the emulator's own use and for unit tests.
 M.is_dotted_quad, M.is_hostname, M.utf8_len = is_dotted_quad, is_hostname, utf8_len
 M.e164_problem, M.is_uuid = e164_problem, is_uuid
