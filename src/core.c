@@ -323,7 +323,7 @@ static int l_client_bulk(lua_State *L)
     double timeout = luaL_checknumber(L, 3);
     lua_Integer conc = luaL_checkinteger(L, 4);
     lua_Integer cap = luaL_checkinteger(L, 5);
-    luaL_argcheck(L, conc >= 1 && conc <= TC_BULK_MAX_CONCURRENCY, 4, "concurrency must be 1 to 64");
+    luaL_argcheck(L, conc >= 1 && conc <= TC_BULK_MAX_CONCURRENCY, 4, "concurrency out of range");
     luaL_argcheck(L, cap >= 0 && cap <= INT_MAX / 64, 5, "capacity out of range");
 
     bulk_ud_t *u = tc_newuserdata(L, sizeof *u);
@@ -443,12 +443,24 @@ static int l_bulk_tostring(lua_State *L)
     return 1;
 }
 
-/* core.validate(params, strict) -> normalized | nil, errors. [-0, +2, m] */
+/* The schema named by the optional argument i ("carrier" when absent).
+ * [-0, +0, v] */
+static const tc_schema_t *opt_schema(lua_State *L, int i)
+{
+    const char *name = luaL_optstring(L, i, "carrier");
+    const tc_schema_t *s = tc_schema_find(name);
+    if (s == NULL)
+        luaL_argerror(L, i, lua_pushfstring(L, "no schema called '%s'", name));
+    return s;
+}
+
+/* core.validate(params, strict [, schema]) -> normalized | nil, errors.
+** [-0, +2, m] */
 static int l_validate(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     int strict = lua_isnoneornil(L, 2) || lua_toboolean(L, 2);
-    if (tc_schema_validate(L, 1, strict) == 0) {
+    if (tc_schema_validate(L, opt_schema(L, 3), 1, strict) == 0) {
         lua_pop(L, 1);
         lua_pushnil(L);
         return 2;
@@ -459,12 +471,23 @@ static int l_validate(lua_State *L)
     return 2;
 }
 
-/* core.encode(normalized) -> the JSON body in schema order, or nil when
-** the table holds fields the schema does not declare. [-0, +1, m] */
+/* core.encode(normalized [, schema]) -> the JSON body in schema order, or
+** nil when the table holds fields the schema does not declare. [-0, +1, m] */
 static int l_encode(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    tc_schema_push_json(L, 1, lua_touserdata(L, lua_upvalueindex(1)));
+    tc_schema_push_json(L, opt_schema(L, 2), 1, lua_touserdata(L, lua_upvalueindex(1)));
+    return 1;
+}
+
+/* core.describe(schema) -> the schema's fields as data (schema.c);
+** core.describe() -> the list of schema names. [-0, +1, m] */
+static int l_describe(lua_State *L)
+{
+    if (lua_isnoneornil(L, 1))
+        tc_schema_push_names(L);
+    else
+        tc_schema_push_description(L, opt_schema(L, 1));
     return 1;
 }
 
@@ -519,11 +542,11 @@ static int l_retryable(lua_State *L)
 }
 
 /* core.check(what, s) -> result of one pure check, for tests and the Lua
-** layer: "ipv4", "hostname", "uuid", "token", "whitespace" -> boolean;
+** layer: "ipv4", "hostname", "uuid", "token", "whitespace", "e164" -> boolean;
 ** "utf8_length" -> count | nil. [-0, +1, -] */
 static int l_check(lua_State *L)
 {
-    static const char *const what[] = { "ipv4", "hostname", "uuid", "token", "whitespace", "utf8_length", NULL };
+    static const char *const what[] = { "ipv4", "hostname", "uuid", "token", "whitespace", "utf8_length", "e164", NULL };
     int w = luaL_checkoption(L, 1, NULL, what);
     size_t n;
     const char *s = luaL_checklstring(L, 2, &n);
@@ -533,6 +556,7 @@ static int l_check(lua_State *L)
     case 2: lua_pushboolean(L, tc_check_uuid(s, n)); break;
     case 3: lua_pushboolean(L, tc_check_token(s, n)); break;
     case 4: lua_pushboolean(L, tc_has_whitespace(s, n)); break;
+    case 6: lua_pushboolean(L, tc_check_e164(s, n) == 0); break;
     default: {
         long len = tc_utf8_length(s, n);
         if (len < 0) lua_pushnil(L); else lua_pushinteger(L, (lua_Integer)len);
@@ -614,6 +638,7 @@ static const luaL_Reg bulk_meta[] = {
 static const luaL_Reg core_functions[] = {
     { "client_new", l_client_new },
     { "validate", l_validate },
+    { "describe", l_describe },
     { "retry_plan", l_retry_plan },
     { "retry_after", l_retry_after },
     { "backoff", l_backoff },
@@ -664,5 +689,7 @@ int luaopen_topcalls_core(lua_State *L)
     lua_setfield(L, -2, "curl_version");
     lua_pushinteger(L, TC_BODY_LIMIT);
     lua_setfield(L, -2, "body_limit");
+    lua_pushinteger(L, TC_BULK_MAX_CONCURRENCY);
+    lua_setfield(L, -2, "max_concurrency");
     return 1;
 }

@@ -1,6 +1,6 @@
 /*
- * schema.c - the carrier request schema, declared once, and the walker that
- * checks a Lua table against it. The walker reports every violation with
+ * schema.c - the request schemas (carrier, phone number), each declared
+ * once, and the walker that checks a Lua table against one. The walker reports every violation with
  * its path and code, and builds the normalized copy (defaults filled in)
  * that is encoded and sent, so what was validated is what the server gets.
  * SPDX-License-Identifier: MIT
@@ -12,16 +12,25 @@
 typedef enum { T_STRING, T_INTEGER, T_BOOLEAN, T_OBJECT } field_type_t;
 
 enum {
-    F_REQUIRED = 1 << 0,   /* absent is an error */
-    F_NO_SPACE = 1 << 1,   /* whitespace is a format error */
-    F_SELECTOR = 1 << 2,   /* its value decides which only_for_trunk objects apply */
+    F_REQUIRED  = 1 << 0,   /* absent is an error */
+    F_NO_SPACE  = 1 << 1,   /* whitespace is a format error */
+    F_SELECTOR  = 1 << 2,   /* its value decides which `only_when` objects apply */
+    F_SENSITIVE = 1 << 3,   /* a secret: never shown (help, plans, REPL) */
 };
 
-typedef enum {
-    FMT_NONE,
-    FMT_HOST,              /* a hostname or dotted quad, no sip: prefix */
-    FMT_GATEWAY_ADDRESS    /* a dotted quad when the gateway takes inbound calls, else FMT_HOST */
-} format_t;
+/* String formats, each declared once with its check and message. */
+typedef enum { FMT_NONE, FMT_HOST, FMT_IPV4, FMT_UUID, FMT_E164 } format_t;
+
+static const struct {
+    const char *name;
+    const char *message;   /* when the value is not of the format */
+} formats[] = {
+    [FMT_NONE] = { NULL, NULL },
+    [FMT_HOST] = { "host", "must be a DNS hostname or a dotted-quad IPv4 address" },
+    [FMT_IPV4] = { "ipv4", "must be a dotted-quad IPv4 address" },
+    [FMT_UUID] = { "uuid", "must be a UUID" },
+    [FMT_E164] = { "e164", "must be an E.164 number: '+' and 2 to 15 digits, the first not 0" },
+};
 
 typedef enum { D_NONE, D_STRING, D_INTEGER, D_TRUE } default_t;
 
@@ -31,20 +40,28 @@ typedef struct field {
     unsigned            flags;
     long                min, max;        /* strings: code points (min 1 always); integers: range */
     format_t            format;
+    const char         *strict_if;       /* the sibling boolean that, unless false, makes */
+    format_t            strict_format;   /*   the value take this stricter format instead */
+    const char         *why;             /*   and the reason, told with the error */
     const char *const  *choices;         /* allowed string values, NULL-terminated */
     const struct field *members;         /* T_OBJECT: its fields, ended by a NULL name */
-    const char         *only_for_trunk;  /* T_OBJECT: required for this trunk_type, refused for others */
+    const char         *only_when;       /* T_OBJECT: required when the selector has this value, refused otherwise */
     const char *const  *one_true;        /* T_OBJECT: booleans of which one at least must be true */
+    const char         *conflict;        /*   and the message when none is */
     default_t           def;
     const char         *def_string;
     long                def_integer;
 } field_t;
 
+/* ---- the schemas: one declaration per request body ------------------- */
+
 static const char *const trunk_types[] = { "static_ip", "auth", "reg", NULL };
 static const char *const directions[] = { "inbound", "outbound", NULL };
 
 static const field_t gateway_members[] = {
-    { .name = "ipv4",     .type = T_STRING,  .flags = F_REQUIRED | F_NO_SPACE, .format = FMT_GATEWAY_ADDRESS },
+    { .name = "ipv4",     .type = T_STRING,  .flags = F_REQUIRED | F_NO_SPACE, .format = FMT_HOST,
+      .strict_if = "inbound", .strict_format = FMT_IPV4,
+      .why = "the SBC matches inbound calls on source IP, so hostnames are refused" },
     { .name = "port",     .type = T_INTEGER, .min = 1, .max = 65535, .def = D_INTEGER, .def_integer = 5060 },
     { .name = "inbound",  .type = T_BOOLEAN, .def = D_TRUE },
     { .name = "outbound", .type = T_BOOLEAN, .def = D_TRUE },
@@ -53,7 +70,7 @@ static const field_t gateway_members[] = {
 
 static const field_t registration_members[] = {
     { .name = "username",             .type = T_STRING, .flags = F_REQUIRED | F_NO_SPACE },
-    { .name = "password",             .type = T_STRING, .flags = F_REQUIRED },
+    { .name = "password",             .type = T_STRING, .flags = F_REQUIRED | F_SENSITIVE },
     { .name = "sip_realm",            .type = T_STRING, .flags = F_NO_SPACE, .format = FMT_HOST },
     { .name = "from_domain",          .type = T_STRING, .flags = F_NO_SPACE, .format = FMT_HOST },
     { .name = "from_user",            .type = T_STRING },
@@ -64,25 +81,54 @@ static const field_t registration_members[] = {
 
 static const field_t inbound_auth_members[] = {
     { .name = "username", .type = T_STRING, .flags = F_REQUIRED },
-    { .name = "password", .type = T_STRING, .flags = F_REQUIRED },
+    { .name = "password", .type = T_STRING, .flags = F_REQUIRED | F_SENSITIVE },
     { .name = NULL }
 };
 
 static const field_t carrier_members[] = {
     { .name = "carrier_name", .type = T_STRING, .flags = F_REQUIRED, .max = 100 },
     { .name = "trunk_type",   .type = T_STRING, .flags = F_SELECTOR, .choices = trunk_types, .def = D_STRING, .def_string = "static_ip" },
-    { .name = "sip_gateway",  .type = T_OBJECT, .flags = F_REQUIRED, .members = gateway_members, .one_true = directions },
-    { .name = "registration", .type = T_OBJECT, .members = registration_members, .only_for_trunk = "reg" },
-    { .name = "inbound_auth", .type = T_OBJECT, .members = inbound_auth_members, .only_for_trunk = "auth" },
+    { .name = "sip_gateway",  .type = T_OBJECT, .flags = F_REQUIRED, .members = gateway_members, .one_true = directions,
+      .conflict = "inbound and outbound are both false: the gateway would carry no calls" },
+    { .name = "registration", .type = T_OBJECT, .members = registration_members, .only_when = "reg" },
+    { .name = "inbound_auth", .type = T_OBJECT, .members = inbound_auth_members, .only_when = "auth" },
     { .name = NULL }
 };
+
+static const field_t phone_number_members[] = {
+    { .name = "number",           .type = T_STRING, .flags = F_REQUIRED, .format = FMT_E164 },
+    { .name = "voip_carrier_sid", .type = T_STRING, .format = FMT_UUID },
+    { .name = "label",            .type = T_STRING, .max = 100 },
+    { .name = NULL }
+};
+
+struct tc_schema {
+    const char    *name;
+    const field_t *members;
+};
+
+static const tc_schema_t schemas[] = {
+    { "carrier", carrier_members },
+    { "phone_number", phone_number_members },
+    { NULL, NULL }
+};
+
+/* The schema called name, or NULL. */
+const tc_schema_t *tc_schema_find(const char *name)
+{
+    for (const tc_schema_t *s = schemas; s->name; s++)
+        if (strcmp(s->name, name) == 0)
+            return s;
+    return NULL;
+}
 
 typedef struct walk {
     lua_State  *L;
     int         errors;      /* stack index of the error list */
     int         count;
     int         strict;
-    const char *trunk_type;  /* the valid trunk_type, or NULL when invalid */
+    const char *selector;    /* the name of the walked F_SELECTOR field */
+    const char *selected;    /* its valid value, or NULL when invalid */
 } walk_t;
 
 /* Push "path.name" (or "name" at the top). [-0, +1, m] */
@@ -159,6 +205,19 @@ static int raw_boolean(lua_State *L, int obj, const char *name)
     return v;
 }
 
+/* Is s (n bytes) of the format? */
+static int format_ok(format_t format, const char *s, size_t n)
+{
+    switch (format) {
+    case FMT_NONE: return 1;
+    case FMT_HOST: return tc_check_ipv4(s, n) || tc_check_hostname(s, n);
+    case FMT_IPV4: return tc_check_ipv4(s, n);
+    case FMT_UUID: return tc_check_uuid(s, n);
+    case FMT_E164: return tc_check_e164(s, n) == 0;
+    }
+    return 0;
+}
+
 /* Check a string value against the field's length, whitespace, choice and
  * format rules; on failure push the message and return its code, else
  * return NULL. The value's text is never echoed: it may be a secret.
@@ -189,21 +248,23 @@ static const char *check_string(lua_State *L, const field_t *f, const char *s, s
         push_choices_message(L, f->choices);
         return "enum";
     }
-    if (f->format == FMT_GATEWAY_ADDRESS && raw_boolean(L, parent, "inbound") != 0) {
-        if (!tc_check_ipv4(s, n)) {
-            lua_pushliteral(L, "must be a dotted-quad IPv4 address while inbound is true "
-                               "(the SBC matches inbound calls on source IP, so hostnames are refused)");
-            return "format";
-        }
-    } else if (f->format != FMT_NONE) {
-        if (tc_has_sip_prefix(s, n)) {
-            lua_pushliteral(L, "must be a bare host, without a 'sip:' prefix");
-            return "format";
-        }
-        if (!tc_check_ipv4(s, n) && !tc_check_hostname(s, n)) {
-            lua_pushliteral(L, "must be a DNS hostname or a dotted-quad IPv4 address");
-            return "format";
-        }
+    if (f->strict_if && raw_boolean(L, parent, f->strict_if) != 0) {
+        if (format_ok(f->strict_format, s, n))
+            return NULL;
+        lua_pushfstring(L, "%s while %s is true (%s)", formats[f->strict_format].message, f->strict_if, f->why);
+        return "format";
+    }
+    if (f->format == FMT_HOST && tc_has_sip_prefix(s, n)) {
+        lua_pushliteral(L, "must be a bare host, without a 'sip:' prefix");
+        return "format";
+    }
+    if (f->format == FMT_E164 && tc_check_e164(s, n) == -2) {
+        lua_pushliteral(L, "has no assigned country calling code (E.164: '+', country code, subscriber number)");
+        return "format";
+    }
+    if (!format_ok(f->format, s, n)) {
+        lua_pushstring(L, formats[f->format].message);
+        return "format";
     }
     return NULL;
 }
@@ -228,15 +289,15 @@ static void walk_field(walk_t *w, const field_t *f, const char *at, int vidx, in
     int t = lua_type(L, vidx);
     const char *code = NULL;
 
-    if (f->only_for_trunk && w->trunk_type) {
-        int wanted = strcmp(w->trunk_type, f->only_for_trunk) == 0;
+    if (f->only_when && w->selected) {
+        int wanted = strcmp(w->selected, f->only_when) == 0;
         if (t == LUA_TNIL && wanted) {
-            lua_pushfstring(L, "is required when trunk_type is '%s'", f->only_for_trunk);
+            lua_pushfstring(L, "is required when %s is '%s'", w->selector, f->only_when);
             add_member_error(w, at, f->name, "required");
             return;
         }
         if (t != LUA_TNIL && !wanted) {
-            lua_pushfstring(L, "is only allowed when trunk_type is '%s'", f->only_for_trunk);
+            lua_pushfstring(L, "is only allowed when %s is '%s'", w->selector, f->only_when);
             add_member_error(w, at, f->name, "not_allowed");
             return;
         }
@@ -304,7 +365,7 @@ static void walk_field(walk_t *w, const field_t *f, const char *at, int vidx, in
             for (const char *const *b = f->one_true; *b; b++)
                 all_false &= raw_boolean(L, sub, *b) == 0;
             if (all_false) {
-                lua_pushliteral(L, "inbound and outbound are both false: the gateway would carry no calls");
+                lua_pushstring(L, f->conflict);
                 add_error(w, path, "conflict");
             }
         }
@@ -427,24 +488,26 @@ static void walk_object(walk_t *w, const field_t *members, const char *path, int
         lua_rawget(L, src);
         walk_field(w, f, path, lua_gettop(L), src, out);
         lua_pop(L, 1);
-        if (f->flags & F_SELECTOR)
-            w->trunk_type = selected_choice(L, f, out);
+        if (f->flags & F_SELECTOR) {
+            w->selector = f->name;
+            w->selected = selected_choice(L, f, out);
+        }
     }
     walk_unknown(w, members, path, src, out);
 }
 
-/* Validate the carrier table at index params. Pushes the normalized copy
- * and the error list (empty when valid); returns the number of errors.
- * Only memory errors raise. [-0, +2, m] */
-int tc_schema_validate(lua_State *L, int params, int strict)
+/* Validate the table at index params against schema s. Pushes the
+ * normalized copy and the error list (empty when valid); returns the
+ * number of errors. Only memory errors raise. [-0, +2, m] */
+int tc_schema_validate(lua_State *L, const tc_schema_t *s, int params, int strict)
 {
-    walk_t w = { L, 0, 0, strict, NULL };
+    walk_t w = { L, 0, 0, strict, NULL, NULL };
     params = params < 0 ? lua_gettop(L) + params + 1 : params;
-    lua_createtable(L, 0, member_count(carrier_members));
+    lua_createtable(L, 0, member_count(s->members));
     int out = lua_gettop(L);
     lua_newtable(L);
     w.errors = lua_gettop(L);
-    walk_object(&w, carrier_members, "", params, out);
+    walk_object(&w, s->members, "", params, out);
     return w.count;
 }
 
@@ -563,14 +626,14 @@ static int json_object(lua_State *L, tc_buf_t *b, const field_t *members, int ob
     return keys == written ? 0 : -1;
 }
 
-/* Push the JSON text of the normalized carrier at index normalized, or nil
- * when it carries undeclared fields. scratch is a buffer owned by a
+/* Push the JSON text of the normalized table at index normalized, in
+ * the order schema s declares, or nil when it carries undeclared fields. scratch is a buffer owned by a
  * userdata (reused call after call), so a memory error leaks nothing.
  * [-0, +1, m] */
-void tc_schema_push_json(lua_State *L, int normalized, tc_buf_t *scratch)
+void tc_schema_push_json(lua_State *L, const tc_schema_t *s, int normalized, tc_buf_t *scratch)
 {
     tc_buf_clear(scratch);
-    if (json_object(L, scratch, carrier_members, normalized) != 0)
+    if (json_object(L, scratch, s->members, normalized) != 0)
         lua_pushnil(L);
     else if (scratch->oom)
         luaL_error(L, "not enough memory");
@@ -586,4 +649,110 @@ tc_buf_t *tc_schema_new_scratch(lua_State *L)
     luaL_getmetatable(L, BUF_MT);
     lua_setmetatable(L, -2);
     return b;
+}
+
+/* ---- the schema as data, for help() and the CLI ---------------------- */
+
+static const char *const type_names[] = { "string", "integer", "boolean", "object" };
+
+/* Push the description of members: a list of { name, type, required,
+ * min, max, format, strict_format = { when, format, why }, choices,
+ * default, members, only_when = { field, value }, conflict, sensitive,
+ * no_whitespace }. Read from the same declarations the walker obeys, so
+ * help can never drift from validation. [-0, +1, m] */
+static void push_members(lua_State *L, const field_t *members)
+{
+    const char *selector = NULL;
+    for (const field_t *f = members; f->name; f++)
+        if (f->flags & F_SELECTOR)
+            selector = f->name;
+    lua_createtable(L, member_count(members), 0);
+    for (int i = 0; members[i].name; i++) {
+        const field_t *f = &members[i];
+        lua_createtable(L, 0, 8);
+        lua_pushstring(L, f->name);
+        lua_setfield(L, -2, "name");
+        lua_pushstring(L, type_names[f->type]);
+        lua_setfield(L, -2, "type");
+        lua_pushboolean(L, (f->flags & F_REQUIRED) != 0);
+        lua_setfield(L, -2, "required");
+        if (f->flags & F_SENSITIVE) {
+            lua_pushboolean(L, 1);
+            lua_setfield(L, -2, "sensitive");
+        }
+        if (f->flags & F_NO_SPACE) {
+            lua_pushboolean(L, 1);
+            lua_setfield(L, -2, "no_whitespace");
+        }
+        if (f->type == T_STRING || f->type == T_INTEGER) {
+            lua_pushinteger(L, f->type == T_STRING ? (f->min > 0 ? f->min : 1) : f->min);
+            lua_setfield(L, -2, "min");
+            if (f->max > 0) {
+                lua_pushinteger(L, f->max);
+                lua_setfield(L, -2, "max");
+            }
+        }
+        if (f->format != FMT_NONE) {
+            lua_pushstring(L, formats[f->format].name);
+            lua_setfield(L, -2, "format");
+        }
+        if (f->strict_if) {
+            lua_createtable(L, 0, 3);
+            lua_pushstring(L, f->strict_if);
+            lua_setfield(L, -2, "when");
+            lua_pushstring(L, formats[f->strict_format].name);
+            lua_setfield(L, -2, "format");
+            lua_pushstring(L, f->why);
+            lua_setfield(L, -2, "why");
+            lua_setfield(L, -2, "strict_format");
+        }
+        if (f->choices) {
+            lua_newtable(L);
+            for (int c = 0; f->choices[c]; c++) {
+                lua_pushstring(L, f->choices[c]);
+                lua_rawseti(L, -2, c + 1);
+            }
+            lua_setfield(L, -2, "choices");
+        }
+        if (f->def != D_NONE) {
+            if (f->def == D_STRING) lua_pushstring(L, f->def_string);
+            else if (f->def == D_INTEGER) lua_pushinteger(L, (lua_Integer)f->def_integer);
+            else lua_pushboolean(L, 1);
+            lua_setfield(L, -2, "default");
+        }
+        if (f->only_when && selector) {
+            lua_createtable(L, 0, 2);
+            lua_pushstring(L, selector);
+            lua_setfield(L, -2, "field");
+            lua_pushstring(L, f->only_when);
+            lua_setfield(L, -2, "value");
+            lua_setfield(L, -2, "only_when");
+        }
+        if (f->conflict) {
+            lua_pushstring(L, f->conflict);
+            lua_setfield(L, -2, "conflict");
+        }
+        if (f->members) {
+            luaL_checkstack(L, 8, "topcalls: schema nests too deep");
+            push_members(L, f->members);
+            lua_setfield(L, -2, "members");
+        }
+        lua_rawseti(L, -2, i + 1);
+    }
+}
+
+/* Push the description of schema s (see push_members). [-0, +1, m] */
+void tc_schema_push_description(lua_State *L, const tc_schema_t *s)
+{
+    push_members(L, s->members);
+}
+
+/* Push the list of schema names. [-0, +1, m] */
+void tc_schema_push_names(lua_State *L)
+{
+    lua_newtable(L);
+    for (int i = 0; schemas[i].name; i++) {
+        lua_pushstring(L, schemas[i].name);
+        lua_rawseti(L, -2, i + 1);
+    }
 }

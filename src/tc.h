@@ -42,6 +42,7 @@ int    tc_has_whitespace(const char *s, size_t n);
 int    tc_has_sip_prefix(const char *s, size_t n);
 int    tc_check_uuid(const char *s, size_t n);
 int    tc_check_token(const char *s, size_t n);
+int    tc_check_e164(const char *s, size_t n);   /* 0, -1 malformed, -2 unassigned code */
 int    tc_is_loopback_host(const char *host);
 size_t tc_edit_distance(const char *a, size_t na, const char *b, size_t nb);
 
@@ -200,9 +201,13 @@ int  tc_bulk_run(tc_bulk_t *b, const char **why);
 void tc_bulk_free(tc_bulk_t *b);
 
 /* ---- schema.c: the declarative request schema and its walker --------- */
-int tc_schema_validate(lua_State *L, int params, int strict);
-int tc_schema_push_suggestion(lua_State *L, const char *name, int list);
-void tc_schema_push_json(lua_State *L, int normalized, tc_buf_t *scratch);
+typedef struct tc_schema tc_schema_t;   /* one request body: "carrier", "phone_number" */
+const tc_schema_t *tc_schema_find(const char *name);
+int  tc_schema_validate(lua_State *L, const tc_schema_t *s, int params, int strict);
+void tc_schema_push_json(lua_State *L, const tc_schema_t *s, int normalized, tc_buf_t *scratch);
+void tc_schema_push_description(lua_State *L, const tc_schema_t *s);
+void tc_schema_push_names(lua_State *L);
+int  tc_schema_push_suggestion(lua_State *L, const char *name, int list);
 tc_buf_t *tc_schema_new_scratch(lua_State *L);
 void tc_buf_register(lua_State *L);
 
