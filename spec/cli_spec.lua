@@ -76,6 +76,18 @@ local function lines_of(s)
   return t
 end
 
+-- validate --output text's "FILE: path: message (code)" lines as sorted
+-- "path code" strings.
+local function lint_lines(out, file)
+  local found = {}
+  for _, line in ipairs(lines_of(out)) do
+    local path, c = line:match("^" .. file:gsub("%p", "%%%0") .. ": (%S+): .* %(([%w_]+)%)$")
+    found[#found + 1] = path .. " " .. c
+  end
+  table.sort(found)
+  return found
+end
+
 before_each(function() emu.reset() end)
 after_each(function()
   for _, p in ipairs(temp_files) do os.remove(p) end
@@ -238,14 +250,8 @@ describe("topcalls carriers validate", function()
     local code, out, err = run({ "carriers", "validate", "--file", file, "--output", "text" })
     assert.are.equal(2, code)
     assert.are.equal(1, #lines_of(err))
-    local paths = {}
-    for _, line in ipairs(lines_of(out)) do
-      local path, c = line:match("^" .. file:gsub("%p", "%%%0") .. ": (%S+): .* %(([%w_]+)%)$")
-      paths[#paths + 1] = path .. " " .. c
-    end
-    table.sort(paths)
     assert.are.same({ "[1].carrier_name length", "[2].sip_gateway.ipv4 format",
-                      "[2].sip_gateway.prot unknown_field" }, paths)
+                      "[2].sip_gateway.prot unknown_field" }, lint_lines(out, file))
     assert.are.equal(0, #emu.log())
   end)
 
@@ -537,14 +543,8 @@ describe("topcalls numbers validate", function()
     local code, out, err = run({ "numbers", "validate", "--file", file, "--output", "text" })
     assert.are.equal(2, code)
     assert.is_truthy(err:find("^topcalls: validation: .*: 5 problems: "), err)
-    local found = {}
-    for _, line in ipairs(lines_of(out)) do
-      local path, c = line:match("^" .. file:gsub("%p", "%%%0") .. ": (%S+): .* %(([%w_]+)%)$")
-      found[#found + 1] = path .. " " .. c
-    end
-    table.sort(found)
     assert.are.same({ "[1].number format", "[2].extra unknown_field", "[2].label length",
-                      "[2].voip_carrier_sid format", "[3] type" }, found)
+                      "[2].voip_carrier_sid format", "[3] type" }, lint_lines(out, file))
     assert.are.equal(0, #emu.log())
   end)
 end)
