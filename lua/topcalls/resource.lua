@@ -33,7 +33,7 @@ local FIRST_ARG = {
   get = "string", delete = "string", list = "table?", each = "table?",
 }
 
-local DEFAULT_CONCURRENCY, MAX_CONCURRENCY = 8, 64
+local DEFAULT_CONCURRENCY, MAX_CONCURRENCY = 8, core.max_concurrency   -- lanes of one curl multi run
 local DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
 
 -- add_many's and list's options, declared like the client's.
