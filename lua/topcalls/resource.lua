@@ -19,7 +19,7 @@ local json   = require "topcalls.json"
 local client = require "topcalls.client"
 local view   = require "topcalls.view"
 
-local type, error, ipairs, pcall, tostring, format = type, error, ipairs, pcall, tostring, string.format
+local type, error, ipairs, next, pcall, tostring, format = type, error, ipairs, next, pcall, tostring, string.format
 local sort, huge, gsub = table.sort, math.huge, string.gsub
 
 local _M = {}
@@ -85,30 +85,24 @@ local function option_problems(opts, declared, problems)
   return problems
 end
 
--- The request body for validated params: the C core writes it in schema
--- order (the same bytes every run, so a reused Idempotency-Key replays);
--- with strict = false and undeclared fields, the generic encoder writes
--- it with sorted keys. body | nil, message, err
-local function encode_body(schema, normalized)
-  local body = core.encode(normalized, schema)
+-- Validate params (and call options) against the resource's schema: the
+-- body to send, or nil, message, err with every violation. No network.
+-- The C core validates and writes the body in one walk, in schema order
+-- (the same bytes every run, so a reused Idempotency-Key replays). With
+-- strict = false and undeclared fields it answers false: the normalized
+-- table then goes to the generic encoder (sorted keys). Encoding is part
+-- of validating: such a field may hold what JSON cannot carry, and
+-- validate must refuse what add would.
+function _M.prepare(desc, params, strict, call)
+  local body, problems = core.body(params, strict, desc.schema)
+  if call and next(call) ~= nil then problems = client.check_options(call, client.CALL_OPTIONS, problems) end
+  if problems and #problems > 0 then return errors.violations("validation", problems) end
   if body then return body end
   local why
-  body, why = json.encode(normalized)
+  body, why = json.encode((core.validate(params, strict, desc.schema)))
   if body then return body end
   return errors.fail("validation", "params cannot be encoded as JSON: " .. why,
                      { errors = { { path = "", code = "type", message = why } } })
-end
-
--- Validate params (and call options) against the resource's schema: the
--- body to send, or nil, message, err with every violation. No network.
--- Encoding is part of validating: with strict = false an undeclared field
--- may hold what JSON cannot carry, and validate must refuse what add would.
-function _M.prepare(desc, params, strict, call)
-  local normalized, problems = core.validate(params, strict, desc.schema)
-  problems = problems or {}
-  if call then client.check_options(call, client.CALL_OPTIONS, problems) end
-  if #problems > 0 then return errors.violations("validation", problems) end
-  return encode_body(desc.schema, normalized)
 end
 
 -- Problems with a record id argument and its call options.
