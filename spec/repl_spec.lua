@@ -166,6 +166,25 @@ describe("a list", function()
     assert.are.equal("active", lines[3]:sub(starts[3], starts[3] + 5))
   end)
 
+  it("aligns by characters, not bytes: non-ASCII names pad like ASCII ones", function()
+    local c = fx.client()
+    assert(c.carriers.add(fx.carrier{ carrier_name = "Café Telecom ü" }))
+    assert(c.carriers.add(fx.carrier{ carrier_name = "Plain" }))
+    local text = tostring(assert(c.carriers.list()))
+    local lines = {}
+    for l in (text .. "\n"):gmatch("(.-)\n") do lines[#lines + 1] = l end
+    -- the column (in characters) where "static_ip" / "trunk_type" starts on each line
+    local function column(line, word)
+      local s = assert(line:find(word, 1, true), line)
+      local _, cont = line:sub(1, s - 1):gsub("[\128-\191]", "")
+      return s - cont
+    end
+    local col = column(lines[1], "trunk_type")
+    assert.are.equal(col, column(lines[2], "static_ip"), text)
+    assert.are.equal(col, column(lines[3], "static_ip"), text)
+    assert.are.equal("Café Telecom ü  static_ip", lines[2]:sub(1, #"Café Telecom ü  static_ip"))
+  end)
+
   it("one record says so; none says so", function()
     local c = fx.client()
     assert.are.equal("(no carriers)", tostring(assert(c.carriers.list())))
