@@ -200,6 +200,18 @@ for _, R in ipairs(RESOURCES) do
       assert.are.same({}, emu.log())
     end)
 
+    it("max_retries and timeout reach every page's GET", function()
+      local c = fx.client()
+      R.make(c, 2)
+      local before = #fx.requests("GET")
+      emu.faults({ {}, { status = 503, retry_after = "0" } })
+      local list, _, err = c[R.name].list{ page_size = 1, max_retries = 0, timeout = 2 }
+      assert.is_nil(list)
+      assert.are.equal(503, err.status)
+      assert.are.equal(1, err.attempts)
+      assert.are.equal(2, #fx.requests("GET") - before)
+    end)
+
     it("a 2xx page that is not a list is a decode error", function()
       local c = fx.client()
       for _, body in ipairs({ '{"items":[]}', '{"data":"none"}', 'not json' }) do
@@ -260,6 +272,29 @@ describe("carriers.get", function()
     local statuses = {}
     for i, r in ipairs(fx.requests("GET")) do statuses[i] = r.status end
     assert.are.same({ 404, 200 }, statuses)
+  end)
+
+  it("falls back to the list on a 405 too", function()
+    emu.config{ carrier_get = true }
+    local c = fx.client()
+    local carrier = assert(c.carriers.add(fx.carrier()))
+    emu.faults({ { status = 405 } })
+    local got = assert(c.carriers.get(carrier.id))
+    assert.are.equal(carrier.id, got.id)
+    assert.are.same({ "/v1/phone-numbers/carriers/" .. carrier.id, "/v1/phone-numbers/carriers?page_size=100" },
+                    get_uris())
+  end)
+
+  it("passes its call options to the fallback's GETs", function()
+    local c = fx.client()
+    local carrier = assert(c.carriers.add(fx.carrier()))
+    emu.faults({ {}, { status = 503, retry_after = "0" } })
+    local got, _, err = c.carriers.get(carrier.id, { max_retries = 0 })
+    assert.is_nil(got)
+    assert.are.equal(503, err.status)
+    assert.are.equal(1, err.attempts)
+    assert.are.equal(true, err.retryable)
+    assert.are.equal(2, #get_uris())
   end)
 
   it("falls back across pages (cursor shape, server pages of 1)", function()
