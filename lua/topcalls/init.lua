@@ -20,7 +20,7 @@ local client   = require "topcalls.client"
 local resource = require "topcalls.resource"
 local view     = require "topcalls.view"
 
-local type, error, setmetatable, tostring, ipairs, print = type, error, setmetatable, tostring, ipairs, print
+local type, error, setmetatable, tostring, ipairs = type, error, setmetatable, tostring, ipairs
 
 local _M = { VERSION = client.VERSION, _VERSION = client.VERSION }
 
@@ -113,7 +113,7 @@ end
 -- @string[opt] topic
 function _M.help(topic)
   local text, why = view.help_text(_M.resources, resource, topic)
-  print(text or why)
+  print(text or why)   -- the global print of the moment: a REPL or host may have replaced it
 end
 
 return _M

@@ -57,18 +57,25 @@ function _M.record(desc, t)
   return setmetatable(t, record_mt(desc))
 end
 
+-- The length of a cell in characters (UTF-8 code points, not bytes), so
+-- that "Café" pads like "Cafe": count the bytes that start a character.
+local function chars(s)
+  local _, continuation = gsub(s, "[\128-\191]", "")
+  return #s - continuation
+end
+
 -- Rows as text, columns padded to their widest cell.
 local function table_text(header, rows)
   local widths = {}
-  for c, h in ipairs(header) do widths[c] = #h end
+  for c, h in ipairs(header) do widths[c] = chars(h) end
   for _, row in ipairs(rows) do
-    for c, v in ipairs(row) do widths[c] = max(widths[c], #v) end
+    for c, v in ipairs(row) do widths[c] = max(widths[c], chars(v)) end
   end
   local lines = {}
   local function line(row)
     local cells = {}
     for c, v in ipairs(row) do
-      cells[c] = c < #row and v .. rep(" ", widths[c] - #v) or v
+      cells[c] = c < #row and v .. rep(" ", widths[c] - chars(v)) or v
     end
     lines[#lines + 1] = concat(cells, "  ")
   end
