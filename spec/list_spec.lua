@@ -106,7 +106,7 @@ for _, R in ipairs(RESOURCES) do
         assert.are.equal(0, #list)
         assert.are.same({}, list)
         assert.are.equal("topcalls.list", getmetatable(list).__name)
-        assert.are.equal("(no " .. R.name .. ")", tostring(list))
+        assert.are.equal("(no " .. R.name:gsub("_", " ") .. ")", tostring(list))
         local n = 0
         for _ in c[R.name].each{ page_size = 1 } do n = n + 1 end
         assert.are.equal(0, n)

@@ -75,7 +75,7 @@ describe("a record", function()
   it("a phone number prints its number, label, status and ids", function()
     local _, _, static, number = account()
     local line = tostring(number)
-    assert.are.equal(('phone_number "+14155550150" label=Sales line status=active carrier_name=Static id=%s '
+    assert.are.equal(('phone_number "+14155550150" label="Sales line" status=active carrier_name=Static id=%s '
                       .. 'voip_carrier_sid=%s'):format(number.id, static.voip_carrier_sid), line)
   end)
 
@@ -159,7 +159,7 @@ describe("a list", function()
     local text = tostring(assert(c.phone_numbers.list()))
     local lines = {}
     for l in (text .. "\n"):gmatch("(.-)\n") do lines[#lines + 1] = l end
-    assert.are.equal("(2 phone_numbers)", lines[4])
+    assert.are.equal("(2 phone numbers)", lines[4])
     local starts = header_starts(lines[1], { "number", "label", "status", "carrier_name", "id" })
     assert.are.equal("Sales line", lines[2]:sub(starts[2], starts[2] + 9))
     assert.are.equal("- ", lines[3]:sub(starts[2], starts[2] + 1))
@@ -298,7 +298,7 @@ describe("an interactive interpreter", function()
       assert.is_truthy(out:find(('carrier "Static" trunk_type=static_ip gateway=203.0.113.10:5060 id=%s')
                                 :format(static.id), 1, true), out)
       assert.is_truthy(out:find("+14155550150  Sales line  active", 1, true), out)
-      assert.is_truthy(out:find("\n%(1 phone_number%)"), out)
+      assert.is_truthy(out:find("\n%(1 phone number%)"), out)
       assert.is_truthy(out:find("END", 1, true), out)
       assert.is_falsy(out:find("table: 0x", 1, true), out)
       no_secret(out)

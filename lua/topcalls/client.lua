@@ -284,6 +284,10 @@ end
 -- A 2xx body of a list request: a bare JSON array or an object (with
 -- `data` and paging fields); the resource layer reads the shape.
 local function decode_page(res, fields)
+  local ct = res.headers["content-type"]
+  if ct and not is_json(ct) then
+    return errors.fail("decode", "expected a JSON response but got " .. ct, fields)
+  end
   local value, why = json.decode(res.body)
   if type(value) ~= "table" then
     return errors.fail("decode", "list response is not JSON: " .. (why or "got a " .. type(value)), fields)

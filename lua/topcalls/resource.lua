@@ -147,6 +147,11 @@ local function page_items(page, fields)
   if type(items) ~= "table" then
     return errors.fail("decode", "list response has no `data` array", fields)
   end
+  for i = 1, #items do
+    if type(items[i]) ~= "table" then
+      return errors.fail("decode", "list item " .. i .. " is not a JSON object", fields)
+    end
+  end
   return items
 end
 

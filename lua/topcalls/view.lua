@@ -11,7 +11,7 @@ local json = require "topcalls.json"
 
 local type, tostring, ipairs, pairs, setmetatable, format, rep, concat =
       type, tostring, ipairs, pairs, setmetatable, string.format, string.rep, table.concat
-local gsub, max = string.gsub, math.max
+local gsub, find, max = string.gsub, string.find, math.max
 
 local _M = {}
 
@@ -43,7 +43,10 @@ local function record_mt(desc)
     __tostring = function(r)
       local cols = desc.columns
       local parts = { desc.noun .. " " .. format("%q", column_value(cols[1], r)) }
-      for i = 2, #cols do parts[#parts + 1] = cols[i][1] .. "=" .. column_value(cols[i], r) end
+      for i = 2, #cols do
+        local v = column_value(cols[i], r)
+        parts[#parts + 1] = cols[i][1] .. "=" .. (find(v, "[%s\"]") and format("%q", v) or v)
+      end
       return concat(parts, " ")
     end,
   }
