@@ -402,3 +402,146 @@ os.exit(0)
     assert.has_error(function() topcalls.fleet.plan(42) end)
   end)
 end)
+
+describe("topcalls plan / apply / export (CLI)", function()
+  local PASSWORD = "cli-Beta-Pa55"
+  local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+  -- Run bin/topcalls with the emulator's key and URL; secrets travel in
+  -- the environment (through a script file), never in argv.
+  local function run(argv, opts)
+    opts = opts or {}
+    local base = os.tmpname()
+    local env = { TOPCALLS_API_KEY = fx.API_KEY, TOPCALLS_BASE_URL = emu.url, BETA_PASSWORD = PASSWORD }
+    for k, v in pairs(opts.env or {}) do env[k] = v end
+    local lines = {}
+    for k, v in pairs(env) do lines[#lines + 1] = "export " .. k .. "=" .. quote(v) end
+    spit(base .. ".in", opts.stdin or "")
+    local args = {}
+    for i, a in ipairs(argv) do args[i] = quote(a) end
+    lines[#lines + 1] = LUA .. " bin/topcalls " .. table.concat(args, " ")
+      .. " <" .. base .. ".in >" .. base .. ".out 2>" .. base .. ".err; echo $? >" .. base .. ".rc"
+    spit(base .. ".sh", table.concat(lines, "\n") .. "\n")
+    os.execute("sh " .. base .. ".sh")
+    local code, out, err = tonumber(slurp(base .. ".rc")), slurp(base .. ".out"), slurp(base .. ".err")
+    for _, ext in ipairs({ "", ".in", ".sh", ".out", ".err", ".rc" }) do os.remove(base .. ext) end
+    for _, secret in ipairs({ fx.API_KEY, PASSWORD }) do
+      assert(not out:find(secret, 1, true), "secret on stdout: " .. out)
+      assert(not err:find(secret, 1, true), "secret on stderr: " .. err)
+    end
+    return code, out, err
+  end
+
+  local FILE = [[
+return { carriers = {
+  { carrier_name = "Acme", sip_gateway = { ipv4 = "203.0.113.10" },
+    numbers = { "+14155550100", { number = "+14155550101", label = "Support" } } },
+  { carrier_name = "Beta", trunk_type = "reg", sip_gateway = { ipv4 = "sip.beta.example", inbound = false },
+    registration = { username = "beta1", password = os.getenv("BETA_PASSWORD") },
+    numbers = { "+442071838750" } },
+} }]]
+  local path
+  before_each(function() path = os.tmpname(); spit(path, FILE) end)
+  after_each(function() os.remove(path) end)
+
+  local function last_line(s) return s:match("([^\n]*)\n?$") end
+
+  it("plan: the diff, secrets as (sensitive), no colors off a terminal, exit 2 then 0", function()
+    local code, out = run({ "plan", "--file", path })
+    assert.are.equal(2, code, out)
+    assert.is_truthy(out:find('  + carrier "Acme" {', 1, true), out)
+    assert.is_truthy(out:find('  + number +14155550101 on "Acme" (label "Support")', 1, true), out)
+    assert.is_truthy(out:find("password = (sensitive)", 1, true), out)
+    assert.is_falsy(out:find("\27[", 1, true))
+    assert.are.equal("Plan: 5 to add, 0 to replace, 0 to move, 0 to delete.", last_line(out))
+    assert.are.equal(0, #fx.requests("POST"))
+
+    local jcode, jout = run({ "plan", "--file", path, "--output", "json" })
+    assert.are.equal(2, jcode)
+    local doc = cjson.decode(jout)
+    assert.are.same({ add = 5, replace = 0, move = 0, delete = 0 }, doc.summary)
+    assert.are.equal(5, #doc.steps)
+    assert.are.equal("(sensitive)", doc.steps[4].after.registration.password)
+
+    assert.are.equal(0, (run({ "apply", "--file", path, "--yes" })))
+    code, out = run({ "plan", "--file", path })
+    assert.are.equal(0, code, out)
+    assert.is_truthy(out:find("No changes.", 1, true))
+    assert.are.equal("Plan: 0 to add, 0 to replace, 0 to move, 0 to delete.", last_line(out))
+  end)
+
+  it("plan: a bad file exits 1 with every path, before any request", function()
+    spit(path, 'return { carriers = { { carrier_name = "A", sip_gateway = { ipv4 = "1.2.3" }, numbers = { "555" } } } }')
+    local code, out, err = run({ "plan", "--file", path })
+    assert.are.equal(1, code, out)
+    assert.is_truthy(err:find("carriers[1].sip_gateway.ipv4", 1, true), err)
+    assert.is_truthy(err:find("carriers[1].numbers[1]", 1, true), err)
+    assert.are.equal(0, #emu.log())
+    code = run({ "plan", "--file", "/nonexistent/fleet.lua" })
+    assert.are.equal(1, code)
+  end)
+
+  it("plan: drift reads like Terraform (-/+ replace, ~ move)", function()
+    assert.are.equal(0, (run({ "apply", "--file", path, "--yes" })))
+    local sids, acme, nid = {}, nil, nil
+    for _, c in ipairs(emu.carriers()) do
+      sids[c.carrier_name] = c.voip_carrier_sid
+      if c.carrier_name == "Acme" then acme = c end
+    end
+    for _, n in ipairs(emu.numbers()) do if n.number == "+442071838750" then nid = n.id end end
+    emu.edit{ number_id = nid, set = { voip_carrier_sid = sids.Acme } }
+    emu.edit{ carrier_id = acme.id, set = { sip_gateway = { ipv4 = "198.51.100.7", port = 5060, inbound = true, outbound = true } } }
+    local code, out = run({ "plan", "--file", path })
+    assert.are.equal(2, code, out)
+    assert.is_truthy(out:find('-/+ carrier "Acme" (id ' .. acme.id .. ") {", 1, true), out)
+    assert.is_truthy(out:find('sip_gateway.ipv4 = "198.51.100.7" -> "203.0.113.10"  # forces replacement', 1, true), out)
+    assert.is_truthy(out:find('  ~ number +442071838750: "Acme" -> "Beta"', 1, true), out)
+    assert.are.equal("Plan: 0 to add, 1 to replace, 1 to move, 0 to delete.", last_line(out))
+  end)
+
+  it("apply: asks, and only 'yes' proceeds; progress on stderr; exit 0", function()
+    local code, out = run({ "apply", "--file", path }, { stdin = "no\n" })
+    assert.are.equal(1, code)
+    assert.is_truthy(out:find("Only 'yes' will be accepted", 1, true))
+    assert.are.equal(0, #fx.requests("POST"))
+    local err
+    code, out, err = run({ "apply", "--file", path }, { stdin = "yes\n" })
+    assert.are.equal(0, code, err)
+    assert.are.equal("Apply complete! 5 added, 0 replaced, 0 moved, 0 deleted.", last_line(out))
+    assert.is_truthy(err:find('apply: 1/5 create carrier "Acme": done', 1, true), err)
+    assert.is_truthy(err:find("apply: 5/5 ", 1, true), err)
+    assert.are.same({ 2, 3 }, { account().carriers, account().numbers })
+    code, out = run({ "apply", "--file", path })   -- nothing to do: no question
+    assert.are.equal(0, code)
+    assert.is_truthy(out:find("No changes.", 1, true))
+  end)
+
+  it("apply: a failure exits 1 and a second run finishes", function()
+    emu.faults{ {}, {}, { status = 422 } }   -- plan's two GETs, then the first carrier POST
+    local code, out, err = run({ "apply", "--file", path, "--yes", "--concurrency", "1" })
+    assert.are.equal(1, code, out)
+    assert.is_truthy(out:find("Apply incomplete:", 1, true), out)
+    assert.is_truthy(err:find(": topcalls: api: 422", 1, true), err)
+    code = run({ "apply", "--file", path, "--yes" })
+    assert.are.equal(0, code)
+    assert.are.same({ 2, 3 }, { account().carriers, account().numbers })
+  end)
+
+  it("export: a Lua fleet file (passwords from the environment) that plans empty; JSON too", function()
+    assert.are.equal(0, (run({ "apply", "--file", path, "--yes" })))
+    local out_path = os.tmpname()
+    local code, _, err = run({ "export", "--file", out_path })
+    assert.are.equal(0, code, err)
+    assert.is_truthy(err:find("TOPCALLS_BETA_REGISTRATION_PASSWORD", 1, true), err)
+    assert.is_truthy(slurp(out_path):find('password = os.getenv("TOPCALLS_BETA_REGISTRATION_PASSWORD")', 1, true))
+    local out
+    code, out = run({ "plan", "--file", out_path }, { env = { TOPCALLS_BETA_REGISTRATION_PASSWORD = PASSWORD } })
+    assert.are.equal(0, code, out)
+    code, out = run({ "export", "--output", "json" })
+    assert.are.equal(0, code)
+    local doc = cjson.decode(out)
+    assert.are.equal(2, #doc.carriers)
+    assert.are.equal("Beta", doc.carriers[2].carrier_name)
+    os.remove(out_path)
+  end)
+end)
