@@ -177,6 +177,11 @@ describe("emulator: GET /v1/phone-numbers/carriers", function()
       for _, c in ipairs(res.json.data) do seen[#seen + 1] = c.id end
     end
     assert.are.same(made, seen)
+    -- a deleted record leaves no hole in the pages
+    assert.are.equal(204, assert(api("DELETE", "/v1/phone-numbers/carriers/" .. made[2])).status)
+    local res = assert(api("GET", "/v1/phone-numbers/carriers?page_size=1&page=2"))
+    assert.are.same({ made[3] }, ids(res.json.data))
+    assert.are.equal(2, res.json.total)
   end)
 
   it("walks the cursor shape to a null next, unshaken by a delete mid-walk", function()

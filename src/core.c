@@ -323,7 +323,7 @@ static int l_client_bulk(lua_State *L)
     double timeout = luaL_checknumber(L, 3);
     lua_Integer conc = luaL_checkinteger(L, 4);
     lua_Integer cap = luaL_checkinteger(L, 5);
-    luaL_argcheck(L, conc >= 1 && conc <= TC_BULK_MAX_CONCURRENCY, 4, "concurrency must be 1 to 64");
+    luaL_argcheck(L, conc >= 1 && conc <= TC_BULK_MAX_CONCURRENCY, 4, "concurrency out of range");
     luaL_argcheck(L, cap >= 0 && cap <= INT_MAX / 64, 5, "capacity out of range");
 
     bulk_ud_t *u = tc_newuserdata(L, sizeof *u);
@@ -689,5 +689,7 @@ int luaopen_topcalls_core(lua_State *L)
     lua_setfield(L, -2, "curl_version");
     lua_pushinteger(L, TC_BODY_LIMIT);
     lua_setfield(L, -2, "body_limit");
+    lua_pushinteger(L, TC_BULK_MAX_CONCURRENCY);
+    lua_setfield(L, -2, "max_concurrency");
     return 1;
 }

@@ -27,7 +27,10 @@ local _M = { VERSION = client.VERSION, _VERSION = client.VERSION }
 
 --- The resources, in the order help() lists them: each a descriptor
 -- (`name`, `path`, `schema`, ...) whose operations every client has.
-_M.resources = { (require "topcalls.carriers"), (require "topcalls.phone_numbers") }  -- one value each: 5.4 require returns two
+_M.resources = {
+  resource.declare(require "topcalls.carriers"),
+  resource.declare(require "topcalls.phone_numbers"),
+}
 
 local client_mt = {
   __name = "topcalls.client",

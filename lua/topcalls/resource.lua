@@ -33,7 +33,7 @@ local FIRST_ARG = {
   get = "string", delete = "string", list = "table?", each = "table?",
 }
 
-local DEFAULT_CONCURRENCY, MAX_CONCURRENCY = 8, 64
+local DEFAULT_CONCURRENCY, MAX_CONCURRENCY = 8, core.max_concurrency   -- lanes of one curl multi run
 local DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
 
 -- add_many's and list's options, declared like the client's.
@@ -175,6 +175,18 @@ local function pages(desc, transport, opts)
   end
 end
 
+-- Complete a resource descriptor (topcalls.carriers) with what follows
+-- from its noun: the records' metatable name, add_many's result field,
+-- the id argument's name and description. Returns desc.
+function _M.declare(desc)
+  local noun = desc.noun
+  desc.record_name = desc.record_name or "topcalls." .. noun
+  desc.result_field = desc.result_field or noun                  -- add_many's results[i].carrier
+  desc.id_name = desc.id_name or noun .. "_id"
+  desc.id_what = desc.id_what or "a " .. noun:gsub("_", " ") .. " record id (a UUID)"
+  return desc
+end
+
 -- Build the public resource `desc` over `transport`; `strict` is the
 -- client's setting. Every runtime failure returns nil, message, err.
 function _M.front(desc, transport, strict)
@@ -199,15 +211,21 @@ function _M.front(desc, transport, strict)
     return record(value)
   end
 
-  function res.get(id, call)
-    _M.check_args("get", id, call)
+  -- A request on one record: the id is checked first (a UUID, so it can
+  -- never change the path), then `method path/id`.
+  local function on_record(method, id, call, decoder)
     call = client.plain(call)
     local problems = id_problems(desc, id, call)
     if #problems > 0 then return errors.violations("validation", problems) end
-    local value, msg, err = transport.call("GET", desc.path .. "/" .. id, nil, call, "object")
+    return transport.call(method, desc.path .. "/" .. id, nil, call, decoder)
+  end
+
+  function res.get(id, call)
+    _M.check_args("get", id, call)
+    local value, msg, err = on_record("GET", id, call, "object")
     if value then return record(value) end
     -- A server without the by-id route: find the record in the list.
-    if desc.get_from_list and (err.status == 404 or err.status == 405) then
+    if desc.get_from_list and err.kind == "api" and (err.status == 404 or err.status == 405) then
       for item, lmsg, lerr in res.each(call) do
         if not item then return nil, lmsg, lerr end
         if item.id == id then return item end
@@ -218,10 +236,7 @@ function _M.front(desc, transport, strict)
 
   function res.delete(id, call)
     _M.check_args("delete", id, call)
-    call = client.plain(call)
-    local problems = id_problems(desc, id, call)
-    if #problems > 0 then return errors.violations("validation", problems) end
-    return transport.call("DELETE", desc.path .. "/" .. id, nil, call, "none")
+    return on_record("DELETE", id, call, "none")
   end
 
   -- A generic-for iterator over every record, fetched page by page. On a

@@ -12,7 +12,8 @@
 --   log_seq, log:<n>   the API request log
 --   <kind>_seq, <kind>:<id>        stored records {seq, data, ...}; kind is
 --                                  carrier or number
---   index:<kind>:<account_id>      that account's ids, creation order
+--   index:<kind>:<account_id>[:<pos>]  that account's ids, creation order
+--   live:<kind>:<account_id>       how many of them are still there
 --   sid:<voip_carrier_sid>         -> carrier id
 --   e164:<account_id>:<number>     -> the number's record id
 --   numbers_on:<voip_carrier_sid>  how many numbers the carrier routes
@@ -232,37 +233,53 @@ end
 
 local function save(key, v) return dict:safe_set(key, json(v)) end
 
--- Per-account ids of one kind in creation order: a JSON array of {seq, id}.
-local function index_key(kind, account) return "index:" .. kind.name .. ":" .. account end
+-- Per-account creation order, O(1) to add and remove: index:<kind>:<account>
+-- counts positions, index:<kind>:<account>:<pos> holds the id (deleted with
+-- the record, so a gap is a deletion), live:<kind>:<account> counts the
+-- records still there.
+local function index_base(kind, account) return "index:" .. kind.name .. ":" .. account end
 
-local function index_read(kind, account) return load(index_key(kind, account)) or {} end
-
-local function index_add(kind, account, seq, id)
-  local list = index_read(kind, account)
-  list[#list + 1] = { seq, id }
-  return save(index_key(kind, account), list)
+local function index_add(kind, account, id)
+  local base = index_base(kind, account)
+  local pos = dict:incr(base, 1, 0)
+  local ok, err = dict:safe_set(base .. ":" .. pos, id)
+  if not ok then return nil, err end
+  dict:incr("live:" .. kind.name .. ":" .. account, 1, 0)
+  return pos
 end
 
-local function index_remove(kind, account, id)
-  local list, out = index_read(kind, account), {}
-  for _, e in ipairs(list) do
-    if e[2] ~= id then out[#out + 1] = e end
+local function index_remove(kind, account, pos)
+  dict:delete(index_base(kind, account) .. ":" .. pos)
+  dict:incr("live:" .. kind.name .. ":" .. account, -1, 0)
+end
+
+local function index_count(kind, account)
+  return tonumber(dict:get("live:" .. kind.name .. ":" .. account)) or 0
+end
+
+-- Calls fn(pos, id) for the account's records from position `from` on, in
+-- creation order, until fn returns true.
+local function index_walk(kind, account, from, fn)
+  local base = index_base(kind, account)
+  for pos = from, tonumber(dict:get(base)) or 0 do
+    local id = dict:get(base .. ":" .. pos)
+    if id and fn(pos, id) then return end
   end
-  save(index_key(kind, account), out)
 end
 
--- A stored record: { seq, data, api_key_hash, request_id, idempotency_key }.
+-- A stored record: { seq, pos, data, api_key_hash, request_id, idempotency_key }.
 -- `data` is the resource as the server knows it (carrier passwords
 -- included); kind.view() makes what a client is shown.
 local function record_key(kind, id) return kind.name .. ":" .. id:lower() end
 
 local function store(kind, ctx, api_key, data, ikey)
-  local seq = dict:incr(kind.name .. "_seq", 1, 0)
-  local ok, err = save(record_key(kind, data.id), {
-    seq = seq, data = data, api_key_hash = ngx.md5(api_key),
-    request_id = ctx.request_id, idempotency_key = ikey or null })
-  if not ok then return nil, err end
-  ok, err = index_add(kind, data.account_id, seq, data.id)
+  local pos, err = index_add(kind, data.account_id, data.id)
+  if not pos then return nil, err end
+  local ok
+  ok, err = save(record_key(kind, data.id), {
+    seq = dict:incr(kind.name .. "_seq", 1, 0), pos = pos, data = data,
+    api_key_hash = ngx.md5(api_key), request_id = ctx.request_id,
+    idempotency_key = ikey or null })
   if not ok then return nil, err end
   kind.link(data)
   return true
@@ -270,7 +287,7 @@ end
 
 local function unstore(kind, rec)
   dict:delete(record_key(kind, rec.data.id))
-  index_remove(kind, rec.data.account_id, rec.data.id)
+  index_remove(kind, rec.data.account_id, rec.pos)
   kind.unlink(rec.data)
 end
 
@@ -443,8 +460,10 @@ function KINDS.number.create(ctx, api_key, doc, ikey)
     end
   else
     -- The account's default carrier: its first (oldest) one.
-    local first = index_read(KINDS.carrier, acct)[1]
-    carrier = first and load("carrier:" .. first[2])
+    index_walk(KINDS.carrier, acct, 1, function(_, id)
+      carrier = load(record_key(KINDS.carrier, id))
+      return true
+    end)
     if not carrier then
       local msg = "voip_carrier_sid is required: the account has no carrier to use by default"
       return problem(ctx, 400, "no-default-carrier", msg,
@@ -596,7 +615,7 @@ local function delete_one(ctx, api_key, kind, id)
   return response(204, "")
 end
 
--- Cursors are opaque to clients: base64 of "after:<seq>" (the last record
+-- Cursors are opaque to clients: base64 of "after:<pos>" (the last record
 -- returned), so records deleted during a walk shift nothing.  Standard
 -- base64 ('+', '/', '=') keeps clients honest about URL-encoding it.
 local function encode_cursor(seq) return ngx.encode_base64("after:" .. seq) end
@@ -633,16 +652,15 @@ local function list_args()
 end
 
 local function list_records(ctx, api_key, kind)
-  local shape = config("list_shape")
-  local index = index_read(kind, account_id(api_key))
-  local function item(entry)
-    local rec = load(record_key(kind, entry[2]))
-    return rec and kind.view(rec.data, true)
+  local shape, account = config("list_shape"), account_id(api_key)
+  local data = {}
+  local function take(id)
+    local rec = load(record_key(kind, id))
+    data[#data + 1] = rec and kind.view(rec.data, true) or nil
   end
   if shape == "array" then                     -- everything, paging ignored
-    local all = {}
-    for _, e in ipairs(index) do all[#all + 1] = item(e) end
-    return ok_json(arr(all))
+    index_walk(kind, account, 1, function(_, id) take(id) end)
+    return ok_json(arr(data))
   end
 
   local args, errors = list_args()
@@ -650,23 +668,23 @@ local function list_records(ctx, api_key, kind)
     return problem(ctx, 400, "invalid-query", "Invalid paging parameters", errors)
   end
   local size = math.min(args.page_size or DEFAULT_PAGE_SIZE, config("list_max_page_size"))
-  local data = {}
   if shape == "cursor" then
-    local after, last, more = args.after or 0, nil, false
-    for _, e in ipairs(index) do
-      if e[1] > after then
-        if #data == size then more = true break end
-        data[#data + 1] = item(e)
-        last = e[1]
-      end
-    end
+    local last, more = nil, false
+    index_walk(kind, account, (args.after or 0) + 1, function(pos, id)
+      if #data == size then more = true return true end
+      take(id)
+      last = pos
+    end)
     return ok_json{ data = arr(data), next = more and encode_cursor(last) or null }
   end
-  local page = args.page or 1
-  for i = (page - 1) * size + 1, math.min(page * size, #index) do
-    data[#data + 1] = item(index[i])
-  end
-  return ok_json{ data = arr(data), total = #index, page = page, page_size = size }
+  local page, skip = args.page or 1, ((args.page or 1) - 1) * size
+  index_walk(kind, account, 1, function(_, id)
+    if skip > 0 then skip = skip - 1 return false end
+    take(id)
+    return #data == size
+  end)
+  return ok_json{ data = arr(data), total = index_count(kind, account), page = page,
+                  page_size = size }
 end
 
 ---------------------------------------------------------------------------
