@@ -471,12 +471,27 @@ static int l_validate(lua_State *L)
     return 2;
 }
 
-/* core.encode(normalized [, schema]) -> the JSON body in schema order, or
-** nil when the table holds fields the schema does not declare. [-0, +1, m] */
-static int l_encode(lua_State *L)
+/* core.body(params, strict [, schema]) -> the JSON body of valid params,
+** written while validating (no normalized table) | nil, errors | false
+** when, not strict, params hold undeclared fields (then core.validate
+** builds the normalized table for the generic encoder). [-0, +1|2, m] */
+static int l_body(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    tc_schema_push_json(L, opt_schema(L, 2), 1, lua_touserdata(L, lua_upvalueindex(1)));
+    int strict = lua_isnoneornil(L, 2) || lua_toboolean(L, 2);
+    tc_buf_t *json = lua_touserdata(L, lua_upvalueindex(1));
+    int n = tc_schema_write_json(L, opt_schema(L, 3), 1, strict, json);
+    if (n > 0) {
+        lua_pushnil(L);
+        lua_insert(L, -2);
+        return 2;
+    }
+    if (json->oom)
+        return luaL_error(L, "not enough memory");
+    if (n < 0)
+        lua_pushboolean(L, 0);
+    else
+        lua_pushlstring(L, json->data, json->len);
     return 1;
 }
 
@@ -682,8 +697,8 @@ int luaopen_topcalls_core(lua_State *L)
     lua_newtable(L);
     tc_setfuncs(L, core_functions);
     tc_schema_new_scratch(L);      /* one body buffer per Lua state, reused */
-    lua_pushcclosure(L, l_encode, 1);
-    lua_setfield(L, -2, "encode");
+    lua_pushcclosure(L, l_body, 1);
+    lua_setfield(L, -2, "body");
     curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
     lua_pushstring(L, vi->version);
     lua_setfield(L, -2, "curl_version");

@@ -124,12 +124,23 @@ const tc_schema_t *tc_schema_find(const char *name)
 
 typedef struct walk {
     lua_State  *L;
-    int         errors;      /* stack index of the error list */
+    int         errors;      /* stack index of the error list (nil until the first error) */
     int         count;
     int         strict;
     const char *selector;    /* the name of the walked F_SELECTOR field */
     const char *selected;    /* its valid value, or NULL when invalid */
+    tc_buf_t   *json;        /* JSON mode: the body being written */
+    int         undeclared;  /* JSON mode, not strict: keys the schema does not declare */
 } walk_t;
+
+/* Where a walk puts what it accepts, with the defaults filled in: the
+ * normalized table at stack index `table`, or (table == 0) the walk's
+ * JSON text, members in declaration order. JSON mode validates and writes
+ * the body in one pass, with no table built: the path of every `add`. */
+typedef struct dest {
+    int table;
+    int written;             /* JSON mode: members written so far (for commas) */
+} dest_t;
 
 /* Push "path.name" (or "name" at the top). [-0, +1, m] */
 static const char *push_path(lua_State *L, const char *path, const char *name)
@@ -149,6 +160,10 @@ static void add_error(walk_t *w, const char *path, const char *code)
     lua_setfield(L, -2, "code");
     lua_pushvalue(L, -2);
     lua_setfield(L, -2, "message");
+    if (w->count == 0) {           /* the first error: the list is made only now */
+        lua_newtable(L);
+        lua_replace(L, w->errors);
+    }
     lua_rawseti(L, w->errors, ++w->count);
     lua_pop(L, 1);
 }
@@ -269,7 +284,75 @@ static const char *check_string(lua_State *L, const field_t *f, const char *s, s
     return NULL;
 }
 
-static void walk_object(walk_t *w, const field_t *members, const char *path, int src, int out);
+static void walk_object(walk_t *w, const field_t *members, const char *path, int src, dest_t *d);
+
+/* Append s (n bytes) as a JSON string. */
+static void json_string(tc_buf_t *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t run = 0;
+    tc_buf_append(b, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        tc_buf_append(b, s + run, i - run);
+        char esc[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+        if (c == '"' || c == '\\') {
+            esc[1] = (char)c;
+            tc_buf_append(b, esc, 2);
+        } else {
+            tc_buf_append(b, esc, 6);
+        }
+        run = i + 1;
+    }
+    tc_buf_append(b, s + run, n - run);
+    tc_buf_append(b, "\"", 1);
+}
+
+/* JSON mode: start member `name` of the object being written. */
+static void json_key(walk_t *w, dest_t *d, const char *name)
+{
+    /* declared names need no escaping */
+    if (d->written++)
+        tc_buf_append(w->json, ",\"", 2);
+    else
+        tc_buf_append(w->json, "\"", 1);
+    tc_buf_append(w->json, name, strlen(name));
+    tc_buf_append(w->json, "\":", 2);
+}
+
+/* Put the accepted value on the stack top into d as member `name`, and
+ * pop it. JSON mode writes it: a string, a boolean, or an integer (the
+ * walker has made every number one). [-1, +0, m] */
+static void store(walk_t *w, dest_t *d, const char *name)
+{
+    lua_State *L = w->L;
+    if (d->table) {
+        lua_setfield(L, d->table, name);
+        return;
+    }
+    json_key(w, d, name);
+    int t = lua_type(L, -1);
+    if (t == LUA_TSTRING) {
+        size_t n;
+        const char *s = lua_tolstring(L, -1, &n);
+        json_string(w->json, s, n);
+    } else if (t == LUA_TBOOLEAN) {
+        int v = lua_toboolean(L, -1);
+        tc_buf_append(w->json, v ? "true" : "false", v ? 4 : 5);
+    } else {
+        /* no printf: this runs for every port of every add */
+        char num[24], *p = num + sizeof num;
+        lua_Integer i = lua_tointeger(L, -1);
+        unsigned long long v = i < 0 ? 0ull - (unsigned long long)i : (unsigned long long)i;
+        do { *--p = (char)('0' + v % 10); v /= 10; } while (v);
+        if (i < 0)
+            *--p = '-';
+        tc_buf_append(w->json, p, (size_t)(num + sizeof num - p));
+    }
+    lua_pop(L, 1);
+}
 
 /* How many members an object declares: the size of its normalized table,
  * made once at that size rather than grown (and rehashed) field by field. */
@@ -282,8 +365,8 @@ static int member_count(const field_t *members)
 }
 
 /* Check the value at vidx against field f (member of the table at parent)
- * and, when it is good, store its normalized form in out. [-0, +0, m] */
-static void walk_field(walk_t *w, const field_t *f, const char *at, int vidx, int parent, int out)
+ * and, when it is good, store its normalized form in d. [-0, +0, m] */
+static void walk_field(walk_t *w, const field_t *f, const char *at, int vidx, int parent, dest_t *d)
 {
     lua_State *L = w->L;
     int t = lua_type(L, vidx);
@@ -310,7 +393,7 @@ static void walk_field(walk_t *w, const field_t *f, const char *at, int vidx, in
             if (f->def == D_STRING) lua_pushstring(L, f->def_string);
             else if (f->def == D_INTEGER) lua_pushinteger(L, (lua_Integer)f->def_integer);
             else lua_pushboolean(L, 1);
-            lua_setfield(L, out, f->name);
+            store(w, d, f->name);
         }
         return;
     }
@@ -328,16 +411,16 @@ static void walk_field(walk_t *w, const field_t *f, const char *at, int vidx, in
         break;
     }
     case T_INTEGER: {
-        lua_Number d = t == LUA_TNUMBER ? lua_tonumber(L, vidx) : 0;
-        if (t != LUA_TNUMBER || !isfinite(d) || floor(d) != d) {
+        lua_Number v = t == LUA_TNUMBER ? lua_tonumber(L, vidx) : 0;
+        if (t != LUA_TNUMBER || !isfinite(v) || floor(v) != v) {
             lua_pushliteral(L, "must be an integer");
             code = "type";
-        } else if (d < (lua_Number)f->min || d > (lua_Number)f->max) {
+        } else if (v < (lua_Number)f->min || v > (lua_Number)f->max) {
             lua_pushfstring(L, "must be from %d to %d", (int)f->min, (int)f->max);
             code = "range";
         } else {
-            lua_pushinteger(L, (lua_Integer)d);
-            lua_setfield(L, out, f->name);
+            lua_pushinteger(L, (lua_Integer)v);
+            store(w, d, f->name);
             return;
         }
         break;
@@ -355,21 +438,30 @@ static void walk_field(walk_t *w, const field_t *f, const char *at, int vidx, in
             break;
         }
         const char *path = push_path(L, at, f->name);
-        lua_createtable(L, 0, member_count(f->members));
-        int sub = lua_gettop(L);
-        walk_object(w, f->members, path, vidx, sub);
+        dest_t sub = { 0, 0 };
+        if (d->table) {
+            lua_createtable(L, 0, member_count(f->members));
+            sub.table = lua_gettop(L);
+        } else {
+            json_key(w, d, f->name);
+            tc_buf_append(w->json, "{", 1);
+        }
+        walk_object(w, f->members, path, vidx, &sub);
         if (f->one_true) {
-            /* only when every one is a real false: a mistyped one was
-             * reported already and is not stored in sub */
+            /* only when every one is a real false: absent ones default
+             * to true, mistyped ones were reported already */
             int all_false = 1;
             for (const char *const *b = f->one_true; *b; b++)
-                all_false &= raw_boolean(L, sub, *b) == 0;
+                all_false &= raw_boolean(L, vidx, *b) == 0;
             if (all_false) {
                 lua_pushstring(L, f->conflict);
                 add_error(w, path, "conflict");
             }
         }
-        lua_setfield(L, out, f->name);
+        if (d->table)
+            lua_setfield(L, d->table, f->name);
+        else
+            tc_buf_append(w->json, "}", 1);
         lua_pop(L, 1);   /* the path */
         return;
     }
@@ -379,7 +471,7 @@ static void walk_field(walk_t *w, const field_t *f, const char *at, int vidx, in
         return;
     }
     lua_pushvalue(L, vidx);
-    lua_setfield(L, out, f->name);
+    store(w, d, f->name);
 }
 
 /* Push the path of the unknown string key k (n bytes) under path: "path.k",
@@ -412,9 +504,9 @@ static const char *push_key_path(lua_State *L, const char *path, const char *k, 
     return lua_tostring(L, -1);
 }
 
-/* Report (strict) or pass through (not strict) the keys of src that the
- * schema does not declare. [-0, +0, m] */
-static void walk_unknown(walk_t *w, const field_t *members, const char *path, int src, int out)
+/* Report (strict) or pass through (not strict; JSON mode only counts
+ * them) the keys of src that the schema does not declare. [-0, +0, m] */
+static void walk_unknown(walk_t *w, const field_t *members, const char *path, int src, dest_t *d)
 {
     lua_State *L = w->L;
     lua_pushnil(L);
@@ -433,9 +525,14 @@ static void walk_unknown(walk_t *w, const field_t *members, const char *path, in
             continue;
         }
         if (!w->strict) {
-            lua_pushvalue(L, -2);
-            lua_insert(L, -2);
-            lua_rawset(L, out);   /* pops key copy and value; the key stays for lua_next */
+            if (d->table) {
+                lua_pushvalue(L, -2);
+                lua_insert(L, -2);
+                lua_rawset(L, d->table);   /* pops key copy and value; the key stays for lua_next */
+            } else {
+                w->undeclared++;
+                lua_pop(L, 1);
+            }
             continue;
         }
         /* work on a copy: lua_tolstring on a number key would confuse lua_next */
@@ -463,52 +560,80 @@ static void walk_unknown(walk_t *w, const field_t *members, const char *path, in
     }
 }
 
-/* After the selector field was walked: the choice it holds in out (its
- * default included), or NULL when it was invalid. [-0, +0, -] */
-static const char *selected_choice(lua_State *L, const field_t *f, int out)
+/* The choice the selector field f of the table at src holds (its
+ * default when absent), or NULL when it is not a valid one. [-0, +0, -] */
+static const char *selected_choice(lua_State *L, const field_t *f, int src)
 {
     const char *chosen = NULL;
-    lua_getfield(L, out, f->name);
-    if (lua_type(L, -1) == LUA_TSTRING)
+    lua_pushstring(L, f->name);
+    lua_rawget(L, src);
+    if (lua_isnil(L, -1)) {
+        chosen = f->def_string;
+    } else if (lua_type(L, -1) == LUA_TSTRING) {
+        size_t n;
+        const char *v = lua_tolstring(L, -1, &n);
         for (const char *const *c = f->choices; *c; c++)
-            if (strcmp(*c, lua_tostring(L, -1)) == 0)
+            if (strlen(*c) == n && memcmp(*c, v, n) == 0)
                 chosen = *c;
+    }
     lua_pop(L, 1);
     return chosen;
 }
 
 /* Walk every declared member of the table at src, then its other keys.
  * [-0, +0, m] */
-static void walk_object(walk_t *w, const field_t *members, const char *path, int src, int out)
+static void walk_object(walk_t *w, const field_t *members, const char *path, int src, dest_t *d)
 {
     lua_State *L = w->L;
     luaL_checkstack(L, 12, "topcalls: validation nests too deep");
     for (const field_t *f = members; f->name; f++) {
         lua_pushstring(L, f->name);
         lua_rawget(L, src);
-        walk_field(w, f, path, lua_gettop(L), src, out);
+        walk_field(w, f, path, lua_gettop(L), src, d);
         lua_pop(L, 1);
         if (f->flags & F_SELECTOR) {
             w->selector = f->name;
-            w->selected = selected_choice(L, f, out);
+            w->selected = selected_choice(L, f, src);
         }
     }
-    walk_unknown(w, members, path, src, out);
+    walk_unknown(w, members, path, src, d);
 }
 
 /* Validate the table at index params against schema s. Pushes the
- * normalized copy and the error list (empty when valid); returns the
+ * normalized copy and the error list (nil when valid); returns the
  * number of errors. Only memory errors raise. [-0, +2, m] */
 int tc_schema_validate(lua_State *L, const tc_schema_t *s, int params, int strict)
 {
-    walk_t w = { L, 0, 0, strict, NULL, NULL };
+    walk_t w = { L, 0, 0, strict, NULL, NULL, NULL, 0 };
     params = params < 0 ? lua_gettop(L) + params + 1 : params;
     lua_createtable(L, 0, member_count(s->members));
-    int out = lua_gettop(L);
-    lua_newtable(L);
+    dest_t out = { lua_gettop(L), 0 };
+    lua_pushnil(L);
     w.errors = lua_gettop(L);
-    walk_object(&w, s->members, "", params, out);
+    walk_object(&w, s->members, "", params, &out);
     return w.count;
+}
+
+/* Validate the table at index params against schema s and write its
+ * JSON body into json (cleared first) in the same walk: declaration
+ * order, defaults filled in, so the same params are the same bytes in
+ * every process (a re-run reusing an Idempotency-Key must send identical
+ * bytes or the server answers 409). Pushes the error list (nil when
+ * valid); returns the number of errors, or -1 when, not strict, params
+ * hold keys the schema does not declare (the caller then builds the
+ * normalized table: tc_schema_validate). json->oom tells of a failed
+ * allocation. Only memory errors raise. [-0, +1, m] */
+int tc_schema_write_json(lua_State *L, const tc_schema_t *s, int params, int strict, tc_buf_t *json)
+{
+    walk_t w = { L, 0, 0, strict, NULL, NULL, json, 0 };
+    dest_t out = { 0, 0 };
+    tc_buf_clear(json);
+    lua_pushnil(L);
+    w.errors = lua_gettop(L);
+    tc_buf_append(json, "{", 1);
+    walk_object(&w, s->members, "", params, &out);
+    tc_buf_append(json, "}", 1);
+    return w.count > 0 ? w.count : w.undeclared > 0 ? -1 : 0;
 }
 
 /* Push the entry of the Lua array at index list closest to name (edit
@@ -535,11 +660,7 @@ int tc_schema_push_suggestion(lua_State *L, const char *name, int list)
     return 1;
 }
 
-/* ---- JSON text of a normalized carrier, in schema order ---------------
- * The body must be the same bytes every time for the same params: a re-run
- * that reuses an Idempotency-Key with other bytes gets a 409 instead of
- * the replay. cjson writes keys in hash order, which Lua 5.3+ seeds per
- * process; writing in declaration order is deterministic and cheaper. */
+/* ---- scratch buffers: one per Lua state, reused call after call ------ */
 
 #define BUF_MT "topcalls.buf"
 
@@ -559,89 +680,7 @@ void tc_buf_register(lua_State *L)
     lua_pop(L, 1);
 }
 
-static void json_string(tc_buf_t *b, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    size_t run = 0;
-    tc_buf_append(b, "\"", 1);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        tc_buf_append(b, s + run, i - run);
-        char esc[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
-        if (c == '"' || c == '\\') {
-            esc[1] = (char)c;
-            tc_buf_append(b, esc, 2);
-        } else {
-            tc_buf_append(b, esc, 6);
-        }
-        run = i + 1;
-    }
-    tc_buf_append(b, s + run, n - run);
-    tc_buf_append(b, "\"", 1);
-}
-
-/* Write the members of the table at obj that the schema declares; returns
- * 0, or -1 when obj holds keys the schema does not (strict = false) and
- * the generic encoder must be used. [-0, +0, m] */
-static int json_object(lua_State *L, tc_buf_t *b, const field_t *members, int obj)
-{
-    int written = 0, keys = 0;
-    tc_buf_append(b, "{", 1);
-    for (const field_t *f = members; f->name; f++) {
-        lua_getfield(L, obj, f->name);
-        int t = lua_type(L, -1);
-        if (t != LUA_TNIL) {
-            if (written++)
-                tc_buf_append(b, ",", 1);
-            json_string(b, f->name, strlen(f->name));
-            tc_buf_append(b, ":", 1);
-            if (t == LUA_TSTRING) {
-                size_t n;
-                const char *s = lua_tolstring(L, -1, &n);
-                json_string(b, s, n);
-            } else if (t == LUA_TBOOLEAN) {
-                int v = lua_toboolean(L, -1);
-                tc_buf_append(b, v ? "true" : "false", v ? 4 : 5);
-            } else if (t == LUA_TNUMBER) {
-                /* the schema's integers are small and positive (port); no printf */
-                char num[24], *d = num + sizeof num;
-                unsigned long long v = (unsigned long long)lua_tointeger(L, -1);
-                do { *--d = (char)('0' + v % 10); v /= 10; } while (v);
-                tc_buf_append(b, d, (size_t)(num + sizeof num - d));
-            } else if (json_object(L, b, f->members, lua_gettop(L)) != 0) {
-                lua_pop(L, 1);
-                return -1;
-            }
-        }
-        lua_pop(L, 1);
-    }
-    lua_pushnil(L);
-    while (lua_next(L, obj) != 0) {
-        keys++;
-        lua_pop(L, 1);
-    }
-    tc_buf_append(b, "}", 1);
-    return keys == written ? 0 : -1;
-}
-
-/* Push the JSON text of the normalized table at index normalized, in
- * the order schema s declares, or nil when it carries undeclared fields. scratch is a buffer owned by a
- * userdata (reused call after call), so a memory error leaks nothing.
- * [-0, +1, m] */
-void tc_schema_push_json(lua_State *L, const tc_schema_t *s, int normalized, tc_buf_t *scratch)
-{
-    tc_buf_clear(scratch);
-    if (json_object(L, scratch, s->members, normalized) != 0)
-        lua_pushnil(L);
-    else if (scratch->oom)
-        luaL_error(L, "not enough memory");
-    else
-        lua_pushlstring(L, scratch->data, scratch->len);
-}
-
-/* Push a new scratch buffer userdata for tc_schema_push_json. [-0, +1, m] */
+/* Push a new scratch buffer userdata for tc_schema_write_json. [-0, +1, m] */
 tc_buf_t *tc_schema_new_scratch(lua_State *L)
 {
     tc_buf_t *b = tc_newuserdata(L, sizeof *b);

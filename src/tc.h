@@ -204,7 +204,7 @@ void tc_bulk_free(tc_bulk_t *b);
 typedef struct tc_schema tc_schema_t;   /* one request body: "carrier", "phone_number" */
 const tc_schema_t *tc_schema_find(const char *name);
 int  tc_schema_validate(lua_State *L, const tc_schema_t *s, int params, int strict);
-void tc_schema_push_json(lua_State *L, const tc_schema_t *s, int normalized, tc_buf_t *scratch);
+int  tc_schema_write_json(lua_State *L, const tc_schema_t *s, int params, int strict, tc_buf_t *json);
 void tc_schema_push_description(lua_State *L, const tc_schema_t *s);
 void tc_schema_push_names(lua_State *L);
 int  tc_schema_push_suggestion(lua_State *L, const char *name, int list);

@@ -183,6 +183,7 @@ end
 
 -- Is this a JSON media type? ("application/json", "application/problem+json")
 local function is_json(content_type)
+  if content_type == "application/json" then return true end   -- the common answer, no pattern needed
   local mt = match(content_type or "", "^%s*([^;%s]+)")
   return mt ~= nil and (mt:lower() == "application/json" or find(mt:lower(), "^application/[%w.%-]+%+json$") ~= nil)
 end
@@ -298,7 +299,7 @@ _M.DECODERS = {
   none = function() return true end,
 }
 
--- One finished attempt of a request `rq` (method, url, key, max_retries,
+-- One finished attempt of a request `rq` (method, path, key, max_retries,
 -- index): log it and decide. Both the single call and the bulk engine go
 -- through here, so they retry and log alike. Returns delay (try again
 -- after it) or nil, verdict.
@@ -306,7 +307,7 @@ local function step(s, rq, res, attempt, elapsed)
   local delay, verdict = core.retry_plan(attempt, rq.max_retries, res.retryable, res.retry_after)
   if s.logger then
     call_logger(s, {
-      method = rq.method, url = rq.url, attempt = attempt, max_attempts = rq.max_retries + 1,
+      method = rq.method, url = s.base_url .. rq.path, attempt = attempt, max_attempts = rq.max_retries + 1,
       outcome = res.kind, status = res.status, curl_code = res.kind == "transport" and res.curl_code or nil,
       error = res.error, elapsed = elapsed, retry_in = delay,
       verdict = res.kind == "ok" and "done" or verdict,
@@ -323,7 +324,7 @@ function _M.call(state, method, path, body, call, decode)
   if not state.handle:has_key() then return _M.no_key() end
   local s = state.settings
   local rq = {
-    method = method, url = s.base_url .. path,
+    method = method, path = path,
     key = method == "POST" and (call.idempotency_key or core.uuid4()) or nil,
     max_retries = call.max_retries or s.max_retries,
   }
@@ -357,7 +358,7 @@ function _M.bulk(state, path, items, opts, on_result)
   local max_retries = opts.max_retries or s.max_retries
   local bulk = state.handle:bulk(path, opts.timeout or s.timeout, opts.concurrency, #items)
   for k = 1, #items do bulk:add(items[k].body, items[k].key) end
-  local rq = { method = "POST", url = s.base_url .. path, max_retries = max_retries }
+  local rq = { method = "POST", path = path, max_retries = max_retries }
   while true do
     local batch = bulk:run()
     if batch[1] == nil then break end

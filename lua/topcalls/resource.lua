@@ -19,7 +19,7 @@ local json   = require "topcalls.json"
 local client = require "topcalls.client"
 local view   = require "topcalls.view"
 
-local type, error, ipairs, pcall, tostring, format = type, error, ipairs, pcall, tostring, string.format
+local type, error, ipairs, next, pcall, tostring, format = type, error, ipairs, next, pcall, tostring, string.format
 local sort, huge, gsub = table.sort, math.huge, string.gsub
 
 local _M = {}
@@ -27,11 +27,14 @@ local _M = {}
 -- The operations of every resource, in the order help() lists them.
 _M.OPERATIONS = { "add", "add_many", "get", "list", "each", "delete", "validate" }
 
--- What each operation's first argument must be (programmer errors raise).
+-- What each operation's first argument must be (programmer errors raise),
+-- and whether it may be absent.
 local FIRST_ARG = {
   add = "table", add_many = "table", validate = "table",
-  get = "string", delete = "string", list = "table?", each = "table?",
+  get = "string", delete = "string", list = "table", each = "table",
 }
+local FIRST_ARG_OPTIONAL = { list = true, each = true }
+local TAKES_CALL_OPTIONS = { add = true, add_many = true, get = true, delete = true }
 
 local DEFAULT_CONCURRENCY, MAX_CONCURRENCY = 8, core.max_concurrency   -- lanes of one curl multi run
 local DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
@@ -59,21 +62,19 @@ _M.MANY_OPTIONS, _M.LIST_OPTIONS, _M.READ_OPTIONS = MANY_OPTIONS, LIST_OPTIONS, 
 
 -- Raise the usual "bad argument" error for a programmer's mistake.
 -- Level 4: the caller of the public function.
-local function check_arg(fname, n, value, expected)
-  local optional = expected:sub(-1) == "?"
-  if optional then expected = expected:sub(1, -2) end
-  local t = type(value)
-  if t ~= expected and not (optional and value == nil) then
-    error("bad argument #" .. n .. " to '" .. fname .. "' (" .. expected .. " expected, got "
-          .. (value == nil and "no value" or t) .. ")", 4)
-  end
+local function bad_arg(fname, n, value, expected)
+  error("bad argument #" .. n .. " to '" .. fname .. "' (" .. expected .. " expected, got "
+        .. (value == nil and "no value" or type(value)) .. ")", 4)
 end
 
 -- The arguments every public entry checks before anything else.
 function _M.check_args(fname, first, call)
-  check_arg(fname, 1, first, FIRST_ARG[fname])
-  if fname ~= "validate" and fname ~= "list" and fname ~= "each" then
-    check_arg(fname, 2, call, "table?")
+  local expected = FIRST_ARG[fname]
+  if type(first) ~= expected and not (first == nil and FIRST_ARG_OPTIONAL[fname]) then
+    bad_arg(fname, 1, first, expected)
+  end
+  if call ~= nil and type(call) ~= "table" and TAKES_CALL_OPTIONS[fname] then
+    bad_arg(fname, 2, call, "table")
   end
 end
 
@@ -85,30 +86,24 @@ local function option_problems(opts, declared, problems)
   return problems
 end
 
--- The request body for validated params: the C core writes it in schema
--- order (the same bytes every run, so a reused Idempotency-Key replays);
--- with strict = false and undeclared fields, the generic encoder writes
--- it with sorted keys. body | nil, message, err
-local function encode_body(schema, normalized)
-  local body = core.encode(normalized, schema)
+-- Validate params (and call options) against the resource's schema: the
+-- body to send, or nil, message, err with every violation. No network.
+-- The C core validates and writes the body in one walk, in schema order
+-- (the same bytes every run, so a reused Idempotency-Key replays). With
+-- strict = false and undeclared fields it answers false: the normalized
+-- table then goes to the generic encoder (sorted keys). Encoding is part
+-- of validating: such a field may hold what JSON cannot carry, and
+-- validate must refuse what add would.
+function _M.prepare(desc, params, strict, call)
+  local body, problems = core.body(params, strict, desc.schema)
+  if call and next(call) ~= nil then problems = client.check_options(call, client.CALL_OPTIONS, problems) end
+  if problems and #problems > 0 then return errors.violations("validation", problems) end
   if body then return body end
   local why
-  body, why = json.encode(normalized)
+  body, why = json.encode((core.validate(params, strict, desc.schema)))
   if body then return body end
   return errors.fail("validation", "params cannot be encoded as JSON: " .. why,
                      { errors = { { path = "", code = "type", message = why } } })
-end
-
--- Validate params (and call options) against the resource's schema: the
--- body to send, or nil, message, err with every violation. No network.
--- Encoding is part of validating: with strict = false an undeclared field
--- may hold what JSON cannot carry, and validate must refuse what add would.
-function _M.prepare(desc, params, strict, call)
-  local normalized, problems = core.validate(params, strict, desc.schema)
-  problems = problems or {}
-  if call then client.check_options(call, client.CALL_OPTIONS, problems) end
-  if #problems > 0 then return errors.violations("validation", problems) end
-  return encode_body(desc.schema, normalized)
 end
 
 -- Problems with a record id argument and its call options.

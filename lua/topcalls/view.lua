@@ -79,7 +79,8 @@ end
 
 -- desc's records as an aligned table with a header and a count line.
 function _M.list_text(desc, list)
-  if #list == 0 then return "(no " .. desc.name .. ")" end
+  local one = desc.noun:gsub("_", " ")   -- "phone number"
+  if #list == 0 then return "(no " .. one .. "s)" end
   local header, rows = {}, {}
   for c, col in ipairs(desc.columns) do header[c] = col[1] end
   for r, record in ipairs(list) do
@@ -87,7 +88,7 @@ function _M.list_text(desc, list)
     for c, col in ipairs(desc.columns) do row[c] = column_value(col, record) end
     rows[r] = row
   end
-  return table_text(header, rows) .. "\n(" .. #list .. " " .. (#list == 1 and desc.noun or desc.name) .. ")"
+  return table_text(header, rows) .. "\n(" .. #list .. " " .. one .. (#list == 1 and "" or "s") .. ")"
 end
 
 --- Give a list of desc's records its REPL face (`topcalls.list`). Returns list.
