@@ -386,7 +386,9 @@ local function make_plan(doc, carriers, numbers, opts)
     local from = owner and plain(owner.carrier_name) or nil
     local label = plain(r.label)
     if type(e164) ~= "string" or seen[e164] then
-      if seen[e164] then warnings[#warnings + 1] = "number " .. tostring(e164) .. " is listed twice; the second record " .. tostring(r.id) .. " is left alone" end
+      if seen[e164] then
+        warnings[#warnings + 1] = "number " .. e164 .. " is listed twice; record " .. tostring(r.id) .. " is left alone"
+      end
     else
       seen[e164] = true
       local want = desired_of[e164]
