@@ -44,6 +44,7 @@ build = {
     ["topcalls.errors"]   = "lua/topcalls/errors.lua",
     ["topcalls.json"]     = "lua/topcalls/json.lua",
     ["topcalls.ngx"]      = "lua/topcalls/ngx.lua",
+    ["topcalls.fleet"]    = "lua/topcalls/fleet.lua",
   },
   install = { bin = { topcalls = "bin/topcalls" } },
 }

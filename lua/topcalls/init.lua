@@ -19,6 +19,7 @@
 local client   = require "topcalls.client"
 local resource = require "topcalls.resource"
 local view     = require "topcalls.view"
+local fleet    = require "topcalls.fleet"
 
 local type, error, setmetatable, tostring, ipairs = type, error, setmetatable, tostring, ipairs
 
@@ -61,6 +62,7 @@ function _M.new(opts)
   for _, desc in ipairs(_M.resources) do
     c[desc.name] = resource.front(desc, transport, state.settings.strict)
   end
+  c.fleet = fleet.bind(c, state.settings.base_url)
   return setmetatable(c, client_mt)
 end
 
@@ -107,6 +109,10 @@ end
 for _, desc in ipairs(_M.resources) do
   _M[desc.name] = resource.default(desc, _M.new)
 end
+
+--- Declarative sync of carriers and their numbers (topcalls.fleet) on
+-- the default client; `client.fleet` is a client's own.
+_M.fleet = fleet.bind(_M)
 
 --- Print help: the resources and their operations, or one topic
 -- ("carriers", "carriers.add" with every field and its rules).

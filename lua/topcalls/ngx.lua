@@ -10,6 +10,7 @@ local client   = require "topcalls.client"
 local resource = require "topcalls.resource"
 local errors   = require "topcalls.errors"
 local json     = require "topcalls.json"
+local fleet    = require "topcalls.fleet"
 
 local type, pairs, ipairs, tostring, pcall, setmetatable, error, sort, concat =
       type, pairs, ipairs, tostring, pcall, setmetatable, error, table.sort, table.concat
@@ -218,6 +219,7 @@ function _M.new(opts)
   for _, desc in ipairs(topcalls.resources) do
     c[desc.name] = resource.front(desc, transport, state.settings.strict)
   end
+  c.fleet = fleet.bind(c, state.settings.base_url)
   return setmetatable(c, {
     __name = "topcalls.ngx.client",
     __tostring = function() return "topcalls.ngx.client (pool " .. pool .. ", " .. tostring(state.handle) .. ")" end,
@@ -229,5 +231,6 @@ end
 for _, desc in ipairs(topcalls.resources) do
   _M[desc.name] = resource.default(desc, _M.new)
 end
+_M.fleet = fleet.bind(_M)
 
 return _M

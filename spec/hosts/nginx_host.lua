@@ -101,6 +101,16 @@ describe("nginx: the example gateway (topcalls.ngx, thread pool)", function()
     assert.is_true(reused >= 4, "only " .. reused .. " of 8 requests reused a connection")
   end)
 
+  it("runs fleet plan and apply through the pool; the next plan is empty", function()
+    local name = h.unique("ngx fleet")
+    local n = os.time() % 1000000
+    local status, body, raw = h.request("GET", h.pool_url .. "/fleet?n=" .. n .. "&name=" .. name:gsub(" ", "%%20"))
+    assert.are.equal(200, status, raw)
+    assert.are.same({ add = 3, replace = 0, move = 0, delete = 0 }, body.summary, raw)
+    assert.are.same({ 3, 0, 0 }, { body.done, body.failed, body.again }, raw)
+    assert.are.equal(1, #h.carriers_named(name))
+  end)
+
   it("runs delete through the pool and replays the logger's events in the handler", function()
     local name = h.unique("ngx api")
     local status, body, raw = h.request("GET", h.pool_url .. "/api?name=" .. name:gsub(" ", "%%20"))

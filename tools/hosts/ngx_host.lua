@@ -222,6 +222,24 @@ function _M.list_one()
   return say(200, { n = #list, mt = getmetatable(list).__name })
 end
 
+-- client.fleet through the pool: one carrier with two numbers planned
+-- and applied, then planned again (must be empty). ?name=&n= (n picks
+-- the numbers, so each test run uses its own).
+function _M.fleet()
+  local name = ngx.unescape_uri(ngx.var.arg_name or "fleet")
+  local n = tonumber(ngx.var.arg_n) or 1
+  local c = assert(tcngx.new{ max_retries = 0 })
+  local desired = { carriers = { { carrier_name = name, sip_gateway = { ipv4 = "203.0.113.10" },
+    numbers = { ("+1415%07d"):format(2 * n), ("+1415%07d"):format(2 * n + 1) } } } }
+  local plan, msg = c.fleet.plan(desired)
+  if not plan then return say(502, { error = msg }) end
+  local result = c.fleet.apply(plan)
+  local again, amsg = c.fleet.plan(desired)
+  return say(200, { summary = plan.summary, done = #result.done, failed = #result.failed,
+                    error = result.failed[1] and result.failed[1].message,
+                    again = again and again.changes, again_error = amsg })
+end
+
 -- The master's client, used from this worker (blocking, on purpose).
 function _M.fork()
   if not forked then return say(500, master_result) end
