@@ -834,6 +834,15 @@ end
 --- fleet functions over `target` (a client, or the topcalls module for
 -- the default client). `scope` (the client's base URL; nil: the default
 -- client's, from the environment) goes into every idempotency key.
+-- The optional options table of fname, raising the usual bad-argument
+-- error (at the caller of fname) when it is not a table.
+local function options_arg(fname, opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #2 to '" .. fname .. "' (table expected, got " .. type(opts) .. ")", 3)
+  end
+  return opts or {}
+end
+
 function _M.bind(target, scope)
   local f = { check = _M.check, load = _M.load, render = _M.render, redact = _M.redact }
   local function scope_now()
@@ -851,10 +860,7 @@ function _M.bind(target, scope)
     if type(desired) ~= "table" and type(desired) ~= "string" then
       error("bad argument #1 to 'plan' (table or file name expected, got " .. type(desired) .. ")", 2)
     end
-    if opts ~= nil and type(opts) ~= "table" then
-      error("bad argument #2 to 'plan' (table expected, got " .. type(opts) .. ")", 2)
-    end
-    opts = opts or {}
+    opts = options_arg("plan", opts)
     if type(desired) == "string" then
       local value, msg, err = _M.load(desired)
       if not value then return nil, msg, err end
@@ -880,10 +886,7 @@ function _M.bind(target, scope)
     if type(plan) ~= "table" or not private[plan] then
       error("bad argument #1 to 'apply' (a plan from fleet.plan expected, got " .. type(plan) .. ")", 2)
     end
-    if opts ~= nil and type(opts) ~= "table" then
-      error("bad argument #2 to 'apply' (table expected, got " .. type(opts) .. ")", 2)
-    end
-    opts = opts or {}
+    opts = options_arg("apply", opts)
     local problems = count_problems(opts)
     if #problems > 0 then return errors.violations("validation", problems) end
     return run(target, scope_now(), plan, opts)
