@@ -28,7 +28,7 @@ static void init_curl_once(void)
 static tc_client_t *check_client(lua_State *L, int i)
 {
     tc_client_t *c = luaL_checkudata(L, i, CLIENT_MT);
-    if (c->base_url == NULL)
+    if (c->settings.base_url == NULL)
         luaL_argerror(L, i, "client is closed");
     return c;
 }
@@ -84,35 +84,36 @@ static int l_client_new(lua_State *L)
     tc_exchange_init(&c->ex);
     luaL_getmetatable(L, CLIENT_MT);
     lua_setmetatable(L, -2);
+    tc_settings_t *s = &c->settings;
 
     /* the key lives only inside the Authorization line */
-    if (copy_opt_string(L, 1, "base_url", "", &c->base_url) != 0 || c->base_url == NULL
-        || copy_opt_string(L, 1, "user_agent", "User-Agent: ", &c->user_agent) != 0 || c->user_agent == NULL
-        || copy_opt_string(L, 1, "ca_file", "", &c->ca_file) != 0
-        || copy_opt_string(L, 1, "proxy", "", &c->proxy) != 0
-        || copy_opt_string(L, 1, "api_key", "Authorization: Bearer ", &c->auth_header) != 0) {
+    if (copy_opt_string(L, 1, "base_url", "", &s->base_url) != 0 || s->base_url == NULL
+        || copy_opt_string(L, 1, "user_agent", "User-Agent: ", &s->user_agent) != 0 || s->user_agent == NULL
+        || copy_opt_string(L, 1, "ca_file", "", &s->ca_file) != 0
+        || copy_opt_string(L, 1, "proxy", "", &s->proxy) != 0
+        || copy_opt_string(L, 1, "api_key", "Authorization: Bearer ", &s->auth_header) != 0) {
         tc_client_close(c);
         lua_pushnil(L);
         lua_pushliteral(L, "base_url and user_agent must be strings");
         return 2;
     }
-    if (c->auth_header)
-        c->key = c->auth_header + strlen("Authorization: Bearer ");
+    if (s->auth_header)
+        s->key = s->auth_header + strlen("Authorization: Bearer ");
     const char *why;
-    if (tc_client_check_url(c->base_url, &c->allow_http, &why) != 0) {
+    if (tc_client_check_url(s->base_url, &s->allow_http, &why) != 0) {
         tc_client_close(c);
         lua_pushnil(L);
         lua_pushstring(L, why);
         return 2;
     }
-    size_t n = strlen(c->base_url);
-    while (n > 0 && c->base_url[n - 1] == '/')
-        c->base_url[--n] = '\0';
+    size_t n = strlen(s->base_url);
+    while (n > 0 && s->base_url[n - 1] == '/')
+        s->base_url[--n] = '\0';
 
     lua_getfield(L, 1, "connect_timeout");
-    c->connect_timeout_ms = (long)(lua_tonumber(L, -1) * 1000.0);
-    if (c->connect_timeout_ms <= 0)
-        c->connect_timeout_ms = 10000;
+    s->connect_timeout_ms = (long)(lua_tonumber(L, -1) * 1000.0);
+    if (s->connect_timeout_ms <= 0)
+        s->connect_timeout_ms = 10000;
     lua_pop(L, 1);
     return 1;
 }
@@ -206,22 +207,25 @@ static long timeout_ms(double seconds)
 ** client:perform(method, path, body|nil, idempotency_key|nil, timeout)
 ** -> outcome table { kind = "ok"|"api"|"transport", status, body, headers,
 ** retryable, retry_after, curl_code, error }. One attempt, no retries.
+** method: "POST", "DELETE" or "GET" (GET sends no body and no key).
 ** Three phases: read arguments, run libcurl without touching Lua, push.
 ** [-0, +1, m]
 */
 static int l_client_perform(lua_State *L)
 {
+    static const char *const methods[] = { "GET", "POST", "DELETE", NULL };
+    static const tc_method_t codes[] = { TC_GET, TC_POST, TC_DELETE };
     tc_client_t *c = check_client(L, 1);
     tc_request_t rq;
-    rq.method = luaL_checkstring(L, 2);
-    const char *path = luaL_checkstring(L, 3);
+    rq.method = codes[luaL_checkoption(L, 2, NULL, methods)];
+    rq.base = c->settings.base_url;
+    rq.path = luaL_checkstring(L, 3);
     rq.body = luaL_optlstring(L, 4, NULL, &rq.body_len);
     rq.idempotency_key = opt_key(L, 5);
-    double timeout = luaL_checknumber(L, 6);
-    rq.timeout_ms = timeout_ms(timeout);
-    rq.url = lua_pushfstring(L, "%s%s", c->base_url, path);   /* anchored on the stack */
+    rq.timeout_ms = timeout_ms(luaL_checknumber(L, 6));
 
-    int prepared = tc_client_ensure_handle(c) == 0 && tc_exchange_prepare(&c->ex, c, &rq) == 0;
+    int prepared = tc_client_ensure_handle(c) == 0
+                   && tc_exchange_prepare(&c->ex, &c->settings, &c->sockets, &rq) == 0;
     if (prepared) {
         tc_sigpipe_t guard;
         tc_sigpipe_block(&guard);
@@ -243,7 +247,8 @@ static int l_client_redact(lua_State *L)
     tc_client_t *c = luaL_checkudata(L, 1, CLIENT_MT);
     size_t n;
     const char *s = luaL_checklstring(L, 2, &n);
-    size_t kl = c->key ? strlen(c->key) : 0;
+    const char *key = c->settings.key;
+    size_t kl = key ? strlen(key) : 0;
     if (kl == 0) {
         lua_settop(L, 2);
         return 1;
@@ -251,7 +256,7 @@ static int l_client_redact(lua_State *L)
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     for (size_t i = 0; i < n;) {
-        if (n - i >= kl && memcmp(s + i, c->key, kl) == 0) {
+        if (n - i >= kl && memcmp(s + i, key, kl) == 0) {
             luaL_addstring(&b, "[REDACTED]");
             i += kl;
         } else {
@@ -266,7 +271,7 @@ static int l_client_redact(lua_State *L)
 static int l_client_has_key(lua_State *L)
 {
     tc_client_t *c = check_client(L, 1);
-    lua_pushboolean(L, c->auth_header != NULL);
+    lua_pushboolean(L, c->settings.auth_header != NULL);
     return 1;
 }
 
@@ -282,8 +287,8 @@ static int l_client_close(lua_State *L)
 static int l_client_tostring(lua_State *L)
 {
     tc_client_t *c = luaL_checkudata(L, 1, CLIENT_MT);
-    if (c->base_url)
-        lua_pushfstring(L, "topcalls.client (%s)", c->base_url);
+    if (c->settings.base_url)
+        lua_pushfstring(L, "topcalls.client (%s)", c->settings.base_url);
     else
         lua_pushliteral(L, "topcalls.client (closed)");
     return 1;
@@ -334,8 +339,8 @@ static int l_client_bulk(lua_State *L)
     lua_pushvalue(L, 1);
     u->client_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
-    const char *url = lua_pushfstring(L, "%s%s", c->base_url, path);
-    if (tc_bulk_init(&u->b, c, url, timeout_ms(timeout), (int)conc, (int)cap) != 0)
+    const char *url = lua_pushfstring(L, "%s%s", c->settings.base_url, path);
+    if (tc_bulk_init(&u->b, &c->settings, url, timeout_ms(timeout), (int)conc, (int)cap) != 0)
         return luaL_error(L, "not enough memory");
     lua_pop(L, 1);
     return 1;
@@ -369,7 +374,7 @@ static int l_bulk_add(lua_State *L)
 static int l_bulk_run(lua_State *L)
 {
     bulk_ud_t *u = check_bulk(L, 1);
-    if (u->b.client->base_url == NULL)
+    if (u->b.settings->base_url == NULL)
         return luaL_error(L, "topcalls: the client is closed");
     const char *why = "";
     int n = tc_bulk_run(&u->b, &why);
@@ -650,13 +655,13 @@ int luaopen_topcalls_core(lua_State *L)
     if (curl_init_code != CURLE_OK)
         return luaL_error(L, "topcalls: curl_global_init failed: %s", curl_easy_strerror(curl_init_code));
 
-    tc_buf_register(L);
+    tc_buf_open(L);
     register_class(L, CLIENT_MT, client_meta, client_methods);
     register_class(L, BULK_MT, bulk_meta, bulk_methods);
 
     lua_newtable(L);
     tc_setfuncs(L, core_functions);
-    tc_schema_new_scratch(L);      /* one body buffer per Lua state, reused */
+    tc_buf_push(L, (size_t)-1 / 2);   /* one body buffer per Lua state, reused */
     lua_pushcclosure(L, l_encode, 1);
     lua_setfield(L, -2, "encode");
     curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
