@@ -118,22 +118,16 @@ static int l_client_new(lua_State *L)
     return 1;
 }
 
-/* The response headers the Lua layer reads, by their lower-case names:
- * building a table of every header would cost each call for nothing. */
-static const char *const wanted_headers[] = {
-    "x-request-id", "content-type", "location", "retry-after", "idempotent-replayed", NULL
-};
-
-/* Push the wanted headers of the last response as a table. [-0, +1, m] */
-static void push_headers(lua_State *L, const tc_buf_t *head)
+/* Push the wanted headers of the last response (tc_exchange_classify
+ * found them) as a table by their lower-case names: a table of every
+ * header would cost each call for nothing. [-0, +1, m] */
+static void push_headers(lua_State *L, const tc_outcome_t *out)
 {
-    lua_newtable(L);
-    for (const char *const *name = wanted_headers; *name; name++) {
-        size_t vlen;
-        const char *v = tc_header_find(head->data ? head->data : "", head->len, *name, &vlen);
-        if (v) {
-            lua_pushlstring(L, v, vlen);
-            lua_setfield(L, -2, *name);
+    lua_createtable(L, 0, out->nheaders);
+    for (int i = 0; i < TC_H_COUNT; i++) {
+        if (out->headers[i].p) {
+            lua_pushlstring(L, out->headers[i].p, out->headers[i].n);
+            lua_setfield(L, -2, tc_wanted_headers[i]);
         }
     }
 }
@@ -159,8 +153,8 @@ static void set_string(lua_State *L, const char *k, const char *v)
 /* Classify a finished exchange and push the outcome table that both
 ** client:perform and bulk:run return: { kind = "ok"|"api"|"transport",
 ** status, body, headers, retryable, retry_after, curl_code, error }.
-** [-0, +1, m] */
-static void push_outcome(lua_State *L, const tc_exchange_t *ex)
+** `extra`: room for fields the caller adds. [-0, +1, m] */
+static void push_outcome(lua_State *L, const tc_exchange_t *ex, int extra)
 {
     tc_outcome_t out;
     tc_exchange_classify(ex, &out, time(NULL));
@@ -168,7 +162,7 @@ static void push_outcome(lua_State *L, const tc_exchange_t *ex)
         raise_oom(L);
 
     static const char *const kinds[] = { "ok", "api", "transport" };
-    lua_createtable(L, 0, 13);
+    lua_createtable(L, 0, 7 + extra);   /* at most 7 fields of its own */
     set_string(L, "kind", kinds[out.kind]);
     lua_pushboolean(L, out.retryable);
     lua_setfield(L, -2, "retryable");
@@ -182,7 +176,7 @@ static void push_outcome(lua_State *L, const tc_exchange_t *ex)
         lua_pushlstring(L, ex->body.data ? ex->body.data : "", ex->body.len);
         lua_setfield(L, -2, "body");
     }
-    push_headers(L, &ex->head);
+    push_headers(L, &out);
     lua_setfield(L, -2, "headers");
 }
 
@@ -236,7 +230,7 @@ static int l_client_perform(lua_State *L)
 
     if (!prepared)
         return luaL_error(L, "not enough memory");
-    push_outcome(L, &c->ex);
+    push_outcome(L, &c->ex, 0);
     return 1;
 }
 
@@ -386,7 +380,7 @@ static int l_bulk_run(lua_State *L)
         const tc_bulk_slot_t *s = &u->b.slots[k];
         if (!s->done)
             continue;
-        push_outcome(L, &s->ex);
+        push_outcome(L, &s->ex, 3);
         set_integer(L, "index", (long)s->item + 1);
         set_integer(L, "attempt", (long)u->b.items[s->item].attempts);
         set_number(L, "elapsed", s->finished - s->started);

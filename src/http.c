@@ -227,21 +227,58 @@ const char *tc_header_find(const char *head, size_t len, const char *name, size_
     return NULL;
 }
 
+const char *const tc_wanted_headers[TC_H_COUNT] = {
+    "x-request-id", "content-type", "location", "retry-after", "idempotent-replayed"
+};
+
+/* One pass over the header block: where each wanted header's value is
+ * (its first occurrence, blanks trimmed as tc_header_find does). */
+static void find_wanted(const char *head, size_t len, tc_outcome_t *out)
+{
+    static size_t wlen[TC_H_COUNT];
+    if (wlen[0] == 0)   /* benign race: every thread stores the same values */
+        for (int i = 0; i < TC_H_COUNT; i++)
+            wlen[i] = strlen(tc_wanted_headers[i]);
+    const char *end = head + len;
+    for (const char *line = head; line < end;) {
+        const char *eol = memchr(line, '\n', (size_t)(end - line));
+        if (eol == NULL)
+            eol = end;
+        const char *colon = memchr(line, ':', (size_t)(eol - line));
+        if (colon != NULL) {
+            size_t nlen = (size_t)(colon - line);
+            for (int i = 0; i < TC_H_COUNT; i++) {
+                if (nlen == wlen[i] && out->headers[i].p == NULL
+                    && strncasecmp(line, tc_wanted_headers[i], nlen) == 0) {
+                    const char *v = colon + 1, *e = eol;
+                    while (v < e && (*v == ' ' || *v == '\t')) v++;
+                    while (e > v && (e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t')) e--;
+                    out->headers[i].p = v;
+                    out->headers[i].n = (size_t)(e - v);
+                    out->nheaders++;
+                    break;
+                }
+            }
+        }
+        line = eol + 1;
+    }
+}
+
 /* Decides what a finished exchange means: success, an API answer, or a
- * transport failure, and whether a later attempt could cure it. */
+ * transport failure, and whether a later attempt could cure it; and
+ * where the wanted response headers are (valid while ex->head is). */
 void tc_exchange_classify(const tc_exchange_t *ex, tc_outcome_t *out, time_t now)
 {
-    size_t vlen;
-    const char *v;
-
     memset(out, 0, sizeof *out);
     out->status = ex->status;
     out->curl_code = ex->code;
     out->retry_after = -1;
     out->oom = ex->body.oom || ex->head.oom;
-    if ((v = tc_header_find(ex->head.data ? ex->head.data : "", ex->head.len,
-                            "Retry-After", &vlen)) != NULL)
-        out->retry_after = tc_retry_after_parse(v, vlen, now);
+    if (ex->head.data)
+        find_wanted(ex->head.data, ex->head.len, out);
+    const tc_span_t *ra = &out->headers[TC_H_RETRY_AFTER];
+    if (ra->p)
+        out->retry_after = tc_retry_after_parse(ra->p, ra->n, now);
 
     if (ex->code == CURLE_OK) {
         out->kind = (ex->status >= 200 && ex->status < 300) ? TC_OUT_OK : TC_OUT_API;
