@@ -132,8 +132,8 @@ static int set_url(tc_exchange_t *ex, const char *base, const char *path)
     char *url = malloc(bl + pl + 1);
     if (url == NULL)
         return -1;
-    memcpy(url, base, bl);
-    memcpy(url + bl, path, pl + 1);
+    memcpy(url, base, bl + 1);
+    memcpy(url + bl, path, pl + 1);   /* overwrites base's NUL */
     if (curl_easy_setopt(ex->easy, CURLOPT_URL, url) != CURLE_OK) {   /* libcurl keeps a copy */
         free(url);
         return -1;
