@@ -660,36 +660,6 @@ int tc_schema_push_suggestion(lua_State *L, const char *name, int list)
     return 1;
 }
 
-/* ---- scratch buffers: one per Lua state, reused call after call ------ */
-
-#define BUF_MT "topcalls.buf"
-
-static int l_buf_gc(lua_State *L)
-{
-    tc_buf_free(luaL_checkudata(L, 1, BUF_MT));
-    return 0;
-}
-
-/* The metatable of the scratch buffers below. [-0, +0, m] */
-void tc_buf_register(lua_State *L)
-{
-    if (luaL_newmetatable(L, BUF_MT)) {
-        lua_pushcfunction(L, l_buf_gc);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_pop(L, 1);
-}
-
-/* Push a new scratch buffer userdata for tc_schema_write_json. [-0, +1, m] */
-tc_buf_t *tc_schema_new_scratch(lua_State *L)
-{
-    tc_buf_t *b = tc_newuserdata(L, sizeof *b);
-    tc_buf_init(b, (size_t)-1 / 2);
-    luaL_getmetatable(L, BUF_MT);
-    lua_setmetatable(L, -2);
-    return b;
-}
-
 /* ---- the schema as data, for help() and the CLI ---------------------- */
 
 static const char *const type_names[] = { "string", "integer", "boolean", "object" };
