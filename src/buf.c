@@ -15,10 +15,8 @@ void tc_buf_init(tc_buf_t *b, size_t limit)
     b->limit = limit;
 }
 
-/* Append n bytes. Returns 0, or -1 (and sets overflow or oom) when the
- * result would pass the limit or memory runs out; the buffer is unchanged
- * then. Keeps one spare byte so data is always NUL-terminated. */
-int tc_buf_append(tc_buf_t *b, const void *p, size_t n)
+/* tc_buf_append's slow path: check the limit, grow, append. */
+int tc_buf_grow_append(tc_buf_t *b, const void *p, size_t n)
 {
     if (n > b->limit - b->len) {
         b->overflow = 1;

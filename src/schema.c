@@ -142,10 +142,27 @@ typedef struct dest {
     int written;             /* JSON mode: members written so far (for commas) */
 } dest_t;
 
-/* Push "path.name" (or "name" at the top). [-0, +1, m] */
-static const char *push_path(lua_State *L, const char *path, const char *name)
+/* A field's place in the params, as a chain up to the top (NULL). Its
+ * text ("sip_gateway.ipv4") is built only when an error needs it: valid
+ * input, the common case, needs none. */
+typedef struct place {
+    const struct place *up;
+    const char         *name;
+} place_t;
+
+/* Push the text of place p, "" at the top. [-0, +1, m] */
+static const char *push_place(lua_State *L, const place_t *p)
 {
-    return *path ? lua_pushfstring(L, "%s.%s", path, name) : lua_pushfstring(L, "%s", name);
+    if (p == NULL) {
+        lua_pushliteral(L, "");
+    } else if (p->up == NULL) {
+        lua_pushstring(L, p->name);
+    } else {
+        push_place(L, p->up);
+        lua_pushfstring(L, "%s.%s", lua_tostring(L, -1), p->name);
+        lua_remove(L, -2);
+    }
+    return lua_tostring(L, -1);
 }
 
 /* Append { path, code, message } to the error list; the message is the
@@ -168,14 +185,20 @@ static void add_error(walk_t *w, const char *path, const char *code)
     lua_pop(L, 1);
 }
 
-/* add_error for member `name` of the object at `parent`. The path is built
- * only here: valid input, the common case, needs none. [-1, +0, m] */
-static void add_member_error(walk_t *w, const char *parent, const char *name, const char *code)
+/* add_error at place p. [-1, +0, m] */
+static void add_place_error(walk_t *w, const place_t *p, const char *code)
 {
-    const char *path = push_path(w->L, parent, name);
+    const char *path = push_place(w->L, p);
     lua_insert(w->L, -2);           /* the path under the message */
     add_error(w, path, code);       /* pops the message */
     lua_pop(w->L, 1);
+}
+
+/* add_error for member `name` of the object at place `at`. [-1, +0, m] */
+static void add_member_error(walk_t *w, const place_t *at, const char *name, const char *code)
+{
+    place_t here = { at, name };
+    add_place_error(w, &here, code);
 }
 
 /* The member of `members` closest to name within edit distance 2, or NULL. */
@@ -284,7 +307,7 @@ static const char *check_string(lua_State *L, const field_t *f, const char *s, s
     return NULL;
 }
 
-static void walk_object(walk_t *w, const field_t *members, const char *path, int src, dest_t *d);
+static void walk_object(walk_t *w, const field_t *members, const place_t *at, int src, dest_t *d);
 
 /* Append s (n bytes) as a JSON string. */
 static void json_string(tc_buf_t *b, const char *s, size_t n)
@@ -322,36 +345,62 @@ static void json_key(walk_t *w, dest_t *d, const char *name)
     tc_buf_append(w->json, "\":", 2);
 }
 
-/* Put the accepted value on the stack top into d as member `name`, and
- * pop it. JSON mode writes it: a string, a boolean, or an integer (the
- * walker has made every number one). [-1, +0, m] */
-static void store(walk_t *w, dest_t *d, const char *name)
+/* Append integer i in decimal; no printf: it runs for every port of
+ * every add. */
+static void json_integer(tc_buf_t *b, lua_Integer i)
+{
+    char num[24], *p = num + sizeof num;
+    unsigned long long v = i < 0 ? 0ull - (unsigned long long)i : (unsigned long long)i;
+    do { *--p = (char)('0' + v % 10); v /= 10; } while (v);
+    if (i < 0)
+        *--p = '-';
+    tc_buf_append(b, p, (size_t)(num + sizeof num - p));
+}
+
+/* Put the accepted value at stack index idx into d as member `name`: a
+ * string, a boolean, or a number the walker found integral (stored as an
+ * integer: 5060.0 is sent as 5060). JSON mode writes it straight from the
+ * stack. [-0, +0, m] */
+static void store(walk_t *w, dest_t *d, const char *name, int idx)
 {
     lua_State *L = w->L;
+    int t = lua_type(L, idx);
     if (d->table) {
+        if (t == LUA_TNUMBER)
+            lua_pushinteger(L, (lua_Integer)lua_tonumber(L, idx));
+        else
+            lua_pushvalue(L, idx);
         lua_setfield(L, d->table, name);
         return;
     }
     json_key(w, d, name);
-    int t = lua_type(L, -1);
     if (t == LUA_TSTRING) {
         size_t n;
-        const char *s = lua_tolstring(L, -1, &n);
+        const char *s = lua_tolstring(L, idx, &n);
         json_string(w->json, s, n);
     } else if (t == LUA_TBOOLEAN) {
-        int v = lua_toboolean(L, -1);
+        int v = lua_toboolean(L, idx);
         tc_buf_append(w->json, v ? "true" : "false", v ? 4 : 5);
     } else {
-        /* no printf: this runs for every port of every add */
-        char num[24], *p = num + sizeof num;
-        lua_Integer i = lua_tointeger(L, -1);
-        unsigned long long v = i < 0 ? 0ull - (unsigned long long)i : (unsigned long long)i;
-        do { *--p = (char)('0' + v % 10); v /= 10; } while (v);
-        if (i < 0)
-            *--p = '-';
-        tc_buf_append(w->json, p, (size_t)(num + sizeof num - p));
+        json_integer(w->json, (lua_Integer)lua_tonumber(L, idx));
     }
-    lua_pop(L, 1);
+}
+
+/* Put field f's default into d. [-0, +0, m] */
+static void store_default(walk_t *w, dest_t *d, const field_t *f)
+{
+    lua_State *L = w->L;
+    if (d->table) {
+        if (f->def == D_STRING) lua_pushstring(L, f->def_string);
+        else if (f->def == D_INTEGER) lua_pushinteger(L, (lua_Integer)f->def_integer);
+        else lua_pushboolean(L, 1);
+        lua_setfield(L, d->table, f->name);
+        return;
+    }
+    json_key(w, d, f->name);
+    if (f->def == D_STRING) json_string(w->json, f->def_string, strlen(f->def_string));
+    else if (f->def == D_INTEGER) json_integer(w->json, (lua_Integer)f->def_integer);
+    else tc_buf_append(w->json, "true", 4);
 }
 
 /* How many members an object declares: the size of its normalized table,
@@ -366,7 +415,7 @@ static int member_count(const field_t *members)
 
 /* Check the value at vidx against field f (member of the table at parent)
  * and, when it is good, store its normalized form in d. [-0, +0, m] */
-static void walk_field(walk_t *w, const field_t *f, const char *at, int vidx, int parent, dest_t *d)
+static void walk_field(walk_t *w, const field_t *f, const place_t *at, int vidx, int parent, dest_t *d)
 {
     lua_State *L = w->L;
     int t = lua_type(L, vidx);
@@ -390,10 +439,7 @@ static void walk_field(walk_t *w, const field_t *f, const char *at, int vidx, in
             lua_pushliteral(L, "is required");
             add_member_error(w, at, f->name, "required");
         } else if (f->def != D_NONE) {
-            if (f->def == D_STRING) lua_pushstring(L, f->def_string);
-            else if (f->def == D_INTEGER) lua_pushinteger(L, (lua_Integer)f->def_integer);
-            else lua_pushboolean(L, 1);
-            store(w, d, f->name);
+            store_default(w, d, f);
         }
         return;
     }
@@ -419,8 +465,7 @@ static void walk_field(walk_t *w, const field_t *f, const char *at, int vidx, in
             lua_pushfstring(L, "must be from %d to %d", (int)f->min, (int)f->max);
             code = "range";
         } else {
-            lua_pushinteger(L, (lua_Integer)v);
-            store(w, d, f->name);
+            store(w, d, f->name, vidx);
             return;
         }
         break;
@@ -437,7 +482,7 @@ static void walk_field(walk_t *w, const field_t *f, const char *at, int vidx, in
             code = "type";
             break;
         }
-        const char *path = push_path(L, at, f->name);
+        place_t here = { at, f->name };
         dest_t sub = { 0, 0 };
         if (d->table) {
             lua_createtable(L, 0, member_count(f->members));
@@ -446,7 +491,7 @@ static void walk_field(walk_t *w, const field_t *f, const char *at, int vidx, in
             json_key(w, d, f->name);
             tc_buf_append(w->json, "{", 1);
         }
-        walk_object(w, f->members, path, vidx, &sub);
+        walk_object(w, f->members, &here, vidx, &sub);
         if (f->one_true) {
             /* only when every one is a real false: absent ones default
              * to true, mistyped ones were reported already */
@@ -455,14 +500,13 @@ static void walk_field(walk_t *w, const field_t *f, const char *at, int vidx, in
                 all_false &= raw_boolean(L, vidx, *b) == 0;
             if (all_false) {
                 lua_pushstring(L, f->conflict);
-                add_error(w, path, "conflict");
+                add_place_error(w, &here, "conflict");
             }
         }
         if (d->table)
             lua_setfield(L, d->table, f->name);
         else
             tc_buf_append(w->json, "}", 1);
-        lua_pop(L, 1);   /* the path */
         return;
     }
     }
@@ -470,8 +514,7 @@ static void walk_field(walk_t *w, const field_t *f, const char *at, int vidx, in
         add_member_error(w, at, f->name, code);
         return;
     }
-    lua_pushvalue(L, vidx);
-    store(w, d, f->name);
+    store(w, d, f->name, vidx);
 }
 
 /* Push the path of the unknown string key k (n bytes) under path: "path.k",
@@ -504,23 +547,31 @@ static const char *push_key_path(lua_State *L, const char *path, const char *k, 
     return lua_tostring(L, -1);
 }
 
+/* The index in members of the key at stack index k, or -1 when it is not
+ * a declared name. Lengths are compared, so a key with an embedded NUL
+ * never passes for a field. [-0, +0, -] */
+static int member_index(lua_State *L, const field_t *members, int k)
+{
+    if (lua_type(L, k) != LUA_TSTRING)
+        return -1;
+    size_t n;
+    const char *key = lua_tolstring(L, k, &n);
+    for (int i = 0; members[i].name; i++) {
+        const char *name = members[i].name;
+        if (name[0] == key[0] && strlen(name) == n && memcmp(name, key, n) == 0)
+            return i;
+    }
+    return -1;
+}
+
 /* Report (strict) or pass through (not strict; JSON mode only counts
  * them) the keys of src that the schema does not declare. [-0, +0, m] */
-static void walk_unknown(walk_t *w, const field_t *members, const char *path, int src, dest_t *d)
+static void walk_unknown(walk_t *w, const field_t *members, const place_t *at, int src, dest_t *d)
 {
     lua_State *L = w->L;
     lua_pushnil(L);
     while (lua_next(L, src) != 0) {
-        const field_t *f = NULL;
-        if (lua_type(L, -2) == LUA_TSTRING) {
-            size_t n;
-            const char *k = lua_tolstring(L, -2, &n);   /* may hold NULs */
-            for (f = members; f->name && !(strlen(f->name) == n && memcmp(f->name, k, n) == 0); f++)
-                ;
-            if (f->name == NULL)
-                f = NULL;
-        }
-        if (f != NULL) {
+        if (member_index(L, members, -2) >= 0) {
             lua_pop(L, 1);
             continue;
         }
@@ -541,7 +592,8 @@ static void walk_unknown(walk_t *w, const field_t *members, const char *path, in
             size_t n;
             const char *k = lua_tolstring(L, -1, &n);
             const char *hint = closest_member(members, k, n);
-            const char *p = push_key_path(L, path, k, n);
+            const char *p = push_key_path(L, push_place(L, at), k, n);
+            lua_remove(L, -2);   /* the place's text */
             if (hint)
                 lua_pushfstring(L, "is not a known field (did you mean '%s'?)", hint);
             else
@@ -551,7 +603,8 @@ static void walk_unknown(walk_t *w, const field_t *members, const char *path, in
         } else {
             const char *k = lua_type(L, -1) == LUA_TNUMBER ? lua_tostring(L, -1)
                                                            : luaL_typename(L, -1);
-            const char *p = lua_pushfstring(L, "%s[%s]", path, k);
+            const char *p = lua_pushfstring(L, "%s[%s]", push_place(L, at), k);
+            lua_remove(L, -2);   /* the place's text */
             lua_pushliteral(L, "is not a known field (keys must be field names)");
             add_error(w, p, "unknown_field");
             lua_pop(L, 1);
@@ -560,43 +613,56 @@ static void walk_unknown(walk_t *w, const field_t *members, const char *path, in
     }
 }
 
-/* The choice the selector field f of the table at src holds (its
- * default when absent), or NULL when it is not a valid one. [-0, +0, -] */
-static const char *selected_choice(lua_State *L, const field_t *f, int src)
+/* The choice the selector field f holds (the value at idx; its default
+ * when absent), or NULL when it is not a valid one. [-0, +0, -] */
+static const char *selected_choice(lua_State *L, const field_t *f, int idx)
 {
     const char *chosen = NULL;
-    lua_pushstring(L, f->name);
-    lua_rawget(L, src);
-    if (lua_isnil(L, -1)) {
+    if (lua_isnil(L, idx)) {
         chosen = f->def_string;
-    } else if (lua_type(L, -1) == LUA_TSTRING) {
+    } else if (lua_type(L, idx) == LUA_TSTRING) {
         size_t n;
-        const char *v = lua_tolstring(L, -1, &n);
+        const char *v = lua_tolstring(L, idx, &n);
         for (const char *const *c = f->choices; *c; c++)
             if (strlen(*c) == n && memcmp(*c, v, n) == 0)
                 chosen = *c;
     }
-    lua_pop(L, 1);
     return chosen;
 }
 
-/* Walk every declared member of the table at src, then its other keys.
- * [-0, +0, m] */
-static void walk_object(walk_t *w, const field_t *members, const char *path, int src, dest_t *d)
+/* Walk every declared member of the table at src in declaration order,
+ * then its other keys. One raw pass (lua_next) puts each member's value
+ * in a stack slot of its own: no field name is pushed and looked up, and
+ * metatables are never consulted. [-0, +0, m] */
+static void walk_object(walk_t *w, const field_t *members, const place_t *at, int src, dest_t *d)
 {
     lua_State *L = w->L;
-    luaL_checkstack(L, 12, "topcalls: validation nests too deep");
-    for (const field_t *f = members; f->name; f++) {
-        lua_pushstring(L, f->name);
-        lua_rawget(L, src);
-        walk_field(w, f, path, lua_gettop(L), src, d);
-        lua_pop(L, 1);
-        if (f->flags & F_SELECTOR) {
-            w->selector = f->name;
-            w->selected = selected_choice(L, f, src);
+    int n = member_count(members), undeclared = 0;
+    luaL_checkstack(L, n + 12, "topcalls: validation nests too deep");
+    int base = lua_gettop(L) + 1;
+    for (int i = 0; i < n; i++)
+        lua_pushnil(L);
+    lua_pushnil(L);
+    while (lua_next(L, src) != 0) {
+        int i = member_index(L, members, -2);
+        if (i >= 0) {
+            lua_replace(L, base + i);   /* pops the value; the key stays for lua_next */
+        } else {
+            undeclared++;
+            lua_pop(L, 1);
         }
     }
-    walk_unknown(w, members, path, src, d);
+    for (int i = 0; i < n; i++) {
+        const field_t *f = &members[i];
+        walk_field(w, f, at, base + i, src, d);
+        if (f->flags & F_SELECTOR) {
+            w->selector = f->name;
+            w->selected = selected_choice(L, f, base + i);
+        }
+    }
+    lua_settop(L, base - 1);
+    if (undeclared)
+        walk_unknown(w, members, at, src, d);
 }
 
 /* Validate the table at index params against schema s. Pushes the
@@ -610,7 +676,7 @@ int tc_schema_validate(lua_State *L, const tc_schema_t *s, int params, int stric
     dest_t out = { lua_gettop(L), 0 };
     lua_pushnil(L);
     w.errors = lua_gettop(L);
-    walk_object(&w, s->members, "", params, &out);
+    walk_object(&w, s->members, NULL, params, &out);
     return w.count;
 }
 
@@ -631,7 +697,7 @@ int tc_schema_write_json(lua_State *L, const tc_schema_t *s, int params, int str
     lua_pushnil(L);
     w.errors = lua_gettop(L);
     tc_buf_append(json, "{", 1);
-    walk_object(&w, s->members, "", params, &out);
+    walk_object(&w, s->members, NULL, params, &out);
     tc_buf_append(json, "}", 1);
     return w.count > 0 ? w.count : w.undeclared > 0 ? -1 : 0;
 }

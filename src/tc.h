@@ -7,6 +7,7 @@
 #define TC_H
 
 #include <stddef.h>
+#include <string.h>
 #include <time.h>
 #include <sys/types.h>
 #include <curl/curl.h>
@@ -30,7 +31,22 @@ typedef struct tc_buf {
 } tc_buf_t;
 
 void tc_buf_init(tc_buf_t *b, size_t limit);
-int  tc_buf_append(tc_buf_t *b, const void *p, size_t n);
+int  tc_buf_grow_append(tc_buf_t *b, const void *p, size_t n);
+
+/* Append n bytes. Returns 0, or -1 (and sets overflow or oom) when the
+ * result would pass the limit or memory runs out; the buffer is unchanged
+ * then. Keeps one spare byte so data is always NUL-terminated. Inline:
+ * the JSON writer appends a few bytes at a time, and a call per piece
+ * cost more than the copy. */
+static inline int tc_buf_append(tc_buf_t *b, const void *p, size_t n)
+{
+    if (n >= b->cap - b->len || n > b->limit - b->len)   /* cap > len always once allocated */
+        return tc_buf_grow_append(b, p, n);
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return 0;
+}
 void tc_buf_clear(tc_buf_t *b);
 void tc_buf_free(tc_buf_t *b);
 void tc_buf_open(lua_State *L);
