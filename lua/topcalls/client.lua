@@ -9,7 +9,7 @@ local json    = require "topcalls.json"
 
 local type, pairs, ipairs, next, tostring, pcall, setmetatable, getenv, open =
       type, pairs, ipairs, next, tostring, pcall, setmetatable, os.getenv, io.open
-local floor, huge, find, match = math.floor, math.huge, string.find, string.match
+local floor, huge, find, match, byte = math.floor, math.huge, string.find, string.match, string.byte
 
 local _M = { VERSION = "0.1.0" }
 
@@ -239,17 +239,20 @@ end
 
 -- Map one finished attempt to value | nil, message, err. `on_ok` turns a
 -- 2xx response into the value.
-local function finish(handle, res, attempts, verdict, on_ok)
-  local fields = {
+-- The error fields of a finished attempt; built only for a failure.
+local function fields_of(res, attempts)
+  return {
     attempts = attempts,
+    status = res.status,
     retryable = res.retryable,
     retry_after = res.retry_after,
     request_id = res.headers["x-request-id"],
   }
-  if res.kind == "ok" then
-    fields.status = res.status
-    return on_ok(res, fields)
-  end
+end
+
+local function finish(handle, res, attempts, verdict, on_ok)
+  if res.kind == "ok" then return on_ok(res, attempts) end
+  local fields = fields_of(res, attempts)
   local redact = function(s) return handle:redact(s) end
   if res.kind == "transport" then
     fields.curl_code = res.curl_code
@@ -261,16 +264,18 @@ local function finish(handle, res, attempts, verdict, on_ok)
 end
 
 -- A 2xx body that must be a JSON object.
-function _M.decode_object(res, fields)
+function _M.decode_object(res, attempts)
   local ct = res.headers["content-type"]
   if ct and not is_json(ct) then
-    return errors.fail("decode", "expected a JSON response but got " .. ct, fields)
+    return errors.fail("decode", "expected a JSON response but got " .. ct, fields_of(res, attempts))
   end
-  local value, why = json.decode(res.body)
+  local body = res.body
+  local value, why = json.decode(body)
   -- cjson decodes arrays to tables too; an object starts with '{'
-  if type(value) == "table" and not find(res.body, "^%s*{") then why = "got a JSON array" end
+  if type(value) == "table" and byte(body, 1) ~= 123 and not find(body, "^%s*{") then why = "got a JSON array" end
   if type(value) ~= "table" or why then
-    return errors.fail("decode", "response body is not a JSON object: " .. (why or "got a " .. type(value)), fields)
+    return errors.fail("decode", "response body is not a JSON object: " .. (why or "got a " .. type(value)),
+                       fields_of(res, attempts))
   end
   return value
 end
@@ -283,14 +288,15 @@ end
 
 -- A 2xx body of a list request: a bare JSON array or an object (with
 -- `data` and paging fields); the resource layer reads the shape.
-local function decode_page(res, fields)
+local function decode_page(res, attempts)
   local ct = res.headers["content-type"]
   if ct and not is_json(ct) then
-    return errors.fail("decode", "expected a JSON response but got " .. ct, fields)
+    return errors.fail("decode", "expected a JSON response but got " .. ct, fields_of(res, attempts))
   end
   local value, why = json.decode(res.body)
   if type(value) ~= "table" then
-    return errors.fail("decode", "list response is not JSON: " .. (why or "got a " .. type(value)), fields)
+    return errors.fail("decode", "list response is not JSON: " .. (why or "got a " .. type(value)),
+                       fields_of(res, attempts))
   end
   return { body = value, array = find(res.body, "^%s*%[") ~= nil }
 end
@@ -308,13 +314,16 @@ _M.DECODERS = {
 -- through here, so they retry and log alike. Returns delay (try again
 -- after it) or nil, verdict.
 local function step(s, rq, res, attempt, elapsed)
-  local delay, verdict = core.retry_plan(attempt, rq.max_retries, res.retryable, res.retry_after)
+  local delay, verdict = nil, "done"
+  if res.kind ~= "ok" then
+    delay, verdict = core.retry_plan(attempt, rq.max_retries, res.retryable, res.retry_after)
+  end
   if s.logger then
     call_logger(s, {
       method = rq.method, url = s.base_url .. rq.path, attempt = attempt, max_attempts = rq.max_retries + 1,
       outcome = res.kind, status = res.status, curl_code = res.kind == "transport" and res.curl_code or nil,
       error = res.error, elapsed = elapsed, retry_in = delay,
-      verdict = res.kind == "ok" and "done" or verdict,
+      verdict = verdict,
       request_id = res.headers["x-request-id"], idempotency_key = rq.key, index = rq.index,
     })
   end
