@@ -625,12 +625,12 @@ static const luaL_Reg client_methods[] = {
     { NULL, NULL }
 };
 
-static const luaL_Reg client_meta[] = {
-    { "__gc", l_client_close },
-    { "__close", l_client_close },
-    { "__tostring", l_client_tostring },
-    { NULL, NULL }
-};
+/* The metamethods of a class: __gc and __close are the same close, safe
+ * twice (STYLE: ownership across longjmp), and __tostring. */
+#define CLASS_META(close, tostring) \
+    { { "__gc", close }, { "__close", close }, { "__tostring", tostring }, { NULL, NULL } }
+
+static const luaL_Reg client_meta[] = CLASS_META(l_client_close, l_client_tostring);
 
 static const luaL_Reg bulk_methods[] = {
     { "add", l_bulk_add },
@@ -642,12 +642,7 @@ static const luaL_Reg bulk_methods[] = {
     { NULL, NULL }
 };
 
-static const luaL_Reg bulk_meta[] = {
-    { "__gc", l_bulk_close },
-    { "__close", l_bulk_close },
-    { "__tostring", l_bulk_tostring },
-    { NULL, NULL }
-};
+static const luaL_Reg bulk_meta[] = CLASS_META(l_bulk_close, l_bulk_tostring);
 
 static const luaL_Reg core_functions[] = {
     { "client_new", l_client_new },
