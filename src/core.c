@@ -633,12 +633,8 @@ static const luaL_Reg client_methods[] = {
 static const luaL_Reg client_meta[] = CLASS_META(l_client_close, l_client_tostring);
 
 static const luaL_Reg bulk_methods[] = {
-    { "add", l_bulk_add },
-    { "run", l_bulk_run },
-    { "retry", l_bulk_retry },
-    { "hold", l_bulk_hold },
-    { "stop", l_bulk_stop },
-    { "close", l_bulk_close },
+    { "add", l_bulk_add }, { "run", l_bulk_run }, { "retry", l_bulk_retry },
+    { "hold", l_bulk_hold }, { "stop", l_bulk_stop }, { "close", l_bulk_close },
     { NULL, NULL }
 };
 
