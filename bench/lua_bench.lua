@@ -164,16 +164,16 @@ elseif mode == "rss" then
 elseif mode == "validate" then
   local n = tonumber(arg[2])
   local cjson = require "cjson"
-  local carriers = require "topcalls.carriers"
+  local topcalls = require "topcalls"
   local core = require "topcalls.core"
   local p = params()
   local cases = {
     encode = function() return cjson.encode(p) end,
-    -- the C walker alone: every rule, and the normalized copy it builds
+    -- the C walker building the normalized copy (the strict = false path)
     validate = function() return core.validate(p, true) end,
-    -- what add does before the network: the checks, and the body the C
-    -- core writes from the normalized copy
-    validate_encode = function() return select(2, carriers.validate_params(p, true)) end,
+    -- what add does before the network: every check, and the body the C
+    -- core writes in the same walk
+    validate_encode = function() return assert(topcalls.carriers.validate(p)) end,
   }
   local order = { "encode", "validate", "validate_encode" }
   local samples = { encode = {}, validate = {}, validate_encode = {} }
