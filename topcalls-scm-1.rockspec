@@ -30,6 +30,7 @@ build = {
       sources = {
         "src/core.c", "src/client.c", "src/http.c", "src/schema.c",
         "src/check.c", "src/retry.c", "src/rand.c", "src/buf.c", "src/multi.c",
+        "src/json.c",
       },
       incdirs = { "$(CURL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)" },

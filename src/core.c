@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include "tc.h"
 
@@ -154,10 +155,19 @@ static void set_string(lua_State *L, const char *k, const char *v)
 ** client:perform and bulk:run return: { kind = "ok"|"api"|"transport",
 ** status, body, headers, retryable, retry_after, curl_code, error }.
 ** `extra`: room for fields the caller adds. [-0, +1, m] */
+static void push_classified(lua_State *L, const tc_exchange_t *ex, const tc_outcome_t *o, int extra);
+
 static void push_outcome(lua_State *L, const tc_exchange_t *ex, int extra)
 {
     tc_outcome_t out;
     tc_exchange_classify(ex, &out, time(NULL));
+    push_classified(L, ex, &out, extra);
+}
+
+/* push_outcome of an exchange already classified as `o`. [-0, +1, m] */
+static void push_classified(lua_State *L, const tc_exchange_t *ex, const tc_outcome_t *o, int extra)
+{
+    const tc_outcome_t out = *o;
     if (out.oom)
         raise_oom(L);
 
@@ -197,13 +207,75 @@ static long timeout_ms(double seconds)
     return seconds > 0 ? (long)ceil(seconds * 1000.0) : 1;
 }
 
+/* Is a Content-Type value a JSON media type? Absent counts as JSON (the
+ * Lua layer's rule). A subset of client.lua's is_json is enough: what this
+ * refuses goes the Lua way, which decides as before. */
+static int json_media_type(const tc_span_t *ct)
+{
+    static const char JSON[] = "application/json", PREFIX[] = "application/", SUFFIX[] = "+json";
+    if (ct->p == NULL)
+        return 1;
+    const char *p = ct->p, *end = ct->p + ct->n;
+    while (p < end && (*p == ' ' || (*p >= '\t' && *p <= '\r')))
+        p++;
+    const char *mt = p;
+    while (p < end && *p != ';' && *p != ' ' && !(*p >= '\t' && *p <= '\r'))
+        p++;
+    size_t n = (size_t)(p - mt), pl = sizeof PREFIX - 1, sl = sizeof SUFFIX - 1;
+    if (n == sizeof JSON - 1 && strncasecmp(mt, JSON, n) == 0)
+        return 1;
+    if (n <= pl + sl || strncasecmp(mt, PREFIX, pl) != 0 || strncasecmp(p - sl, SUFFIX, sl) != 0)
+        return 0;
+    for (const char *q = mt + pl; q < p - sl; q++)
+        if (!((*q >= '0' && *q <= '9') || ((*q | 0x20) >= 'a' && (*q | 0x20) <= 'z') || *q == '.' || *q == '-'))
+            return 0;
+    return 1;
+}
+
+/* What client:perform's `decode` argument asks of a 2xx answer. */
+enum { DECODE_NOTHING, DECODE_OBJECT, DECODE_PAGE, DECODE_NONE };
+
+/* The value of a 2xx answer for decode mode `mode`, decoded here rather
+** than in Lua: pushes value, shape ("object", "array", "none") and
+** returns 2, or returns 0 with nothing pushed when the answer is anything
+** else (not 2xx, not JSON, not the shape wanted, not what cjson accepts),
+** which then goes the Lua way unchanged. [-0, +(0|2), m] */
+static int push_decoded(lua_State *L, const tc_exchange_t *ex, const tc_outcome_t *out, int mode)
+{
+    if (out->kind != TC_OUT_OK || out->oom)
+        return 0;
+    if (mode == DECODE_NONE) {
+        lua_pushboolean(L, 1);
+        lua_pushliteral(L, "none");
+        return 2;
+    }
+    if (ex->body.len == 0 || !json_media_type(&out->headers[TC_H_CONTENT_TYPE]))
+        return 0;
+    int shape = tc_json_push(L, ex->body.data, ex->body.len);
+    if (shape == TC_JSON_OBJECT || (shape == TC_JSON_ARRAY && mode == DECODE_PAGE)) {
+        if (shape == TC_JSON_OBJECT)
+            lua_pushliteral(L, "object");
+        else
+            lua_pushliteral(L, "array");
+        return 2;
+    }
+    if (shape)
+        lua_pop(L, 1);
+    return 0;
+}
+
 /*
-** client:perform(method, path, body|nil, idempotency_key|nil, timeout)
-** -> outcome table { kind = "ok"|"api"|"transport", status, body, headers,
-** retryable, retry_after, curl_code, error }. One attempt, no retries.
-** method: "POST", "DELETE" or "GET" (GET sends no body and no key).
+** client:perform(method, path, body|nil, idempotency_key|nil, timeout
+** [, decode]) -> outcome table { kind = "ok"|"api"|"transport", status,
+** body, headers, retryable, retry_after, curl_code, error }. One attempt,
+** no retries. method: "POST", "DELETE" or "GET" (GET sends no body and no
+** key). decode ("object", "page" or "none") asks for a 2xx answer's value
+** instead: then a 2xx JSON object (for "page" also an array) that
+** lua-cjson would accept returns value, "object"|"array" (for "none":
+** true, "none") without a body string or a headers table; every other
+** answer is the outcome table as without it.
 ** Three phases: read arguments, run libcurl without touching Lua, push.
-** [-0, +1, m]
+** [-0, +1|2, m]
 */
 static int l_client_perform(lua_State *L)
 {
@@ -217,6 +289,8 @@ static int l_client_perform(lua_State *L)
     rq.body = luaL_optlstring(L, 4, NULL, &rq.body_len);
     rq.idempotency_key = opt_key(L, 5);
     rq.timeout_ms = timeout_ms(luaL_checknumber(L, 6));
+    static const char *const decodes[] = { "object", "page", "none", NULL };
+    int decode = lua_isnoneornil(L, 7) ? DECODE_NOTHING : 1 + luaL_checkoption(L, 7, NULL, decodes);
 
     int prepared = tc_client_ensure_handle(c) == 0
                    && tc_exchange_prepare(&c->ex, &c->settings, &c->sockets, &rq) == 0;
@@ -230,7 +304,11 @@ static int l_client_perform(lua_State *L)
 
     if (!prepared)
         return luaL_error(L, "not enough memory");
-    push_outcome(L, &c->ex, 0);
+    tc_outcome_t out;
+    tc_exchange_classify(&c->ex, &out, time(NULL));
+    if (decode != DECODE_NOTHING && push_decoded(L, &c->ex, &out, decode) == 2)
+        return 2;
+    push_classified(L, &c->ex, &out, 0);
     return 1;
 }
 
@@ -579,6 +657,20 @@ static int l_check(lua_State *L)
     return 1;
 }
 
+/* core.json_decode(text) -> true, value | false: the decoder of the
+** success path (json.c) alone, for specs. [-0, +1|2, m] */
+static int l_json_decode(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    lua_pushboolean(L, 1);
+    if (tc_json_push(L, s, n) == 0) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    return 2;
+}
+
 /* core.suggest(name, list) -> closest entry of list | nil. [-0, +1, -] */
 static int l_suggest(lua_State *L)
 {
@@ -650,6 +742,7 @@ static const luaL_Reg core_functions[] = {
     { "retryable", l_retryable },
     { "check", l_check },
     { "suggest", l_suggest },
+    { "json_decode", l_json_decode },
     { "uuid4", l_uuid4 },
     { "sleep", l_sleep },
     { "now", l_now },

@@ -254,6 +254,10 @@ void tc_bulk_stop(tc_bulk_t *b);
 int  tc_bulk_run(tc_bulk_t *b, const char **why);
 void tc_bulk_free(tc_bulk_t *b);
 
+/* ---- json.c: a strict JSON decoder, lua-cjson's semantics ------------ */
+enum { TC_JSON_OBJECT = 1, TC_JSON_ARRAY, TC_JSON_SCALAR };
+int  tc_json_push(lua_State *L, const char *s, size_t n);   /* s[n] == '\0' */
+
 /* ---- schema.c: the declarative request schema and its walker --------- */
 typedef struct tc_schema tc_schema_t;   /* one request body: "carrier", "phone_number" */
 const tc_schema_t *tc_schema_find(const char *name);

@@ -330,26 +330,35 @@ local function step(s, rq, res, attempt, elapsed)
   return delay, verdict
 end
 
+-- The decoders client:perform can run in C: for these names a 2xx JSON
+-- answer comes back as value, shape with the same value the Lua decoder
+-- would give; any other answer comes back as the outcome table.
+local IN_C = { object = true, page = true, none = true }
+
 -- Run one logical call: attempts with retries, one idempotency key for
 -- all of them (POST). `decode` names a DECODERS entry. Returns its value,
 -- or nil, message, err.
 function _M.call(state, method, path, body, call, decode)
-  if not state.handle:has_key() then return _M.no_key() end
-  local s = state.settings
-  local rq = {
-    method = method, path = path,
-    key = method == "POST" and (call.idempotency_key or core.uuid4()) or nil,
-    max_retries = call.max_retries or s.max_retries,
-  }
+  local handle, s = state.handle, state.settings
+  if not handle:has_key() then return _M.no_key() end
+  local key = method == "POST" and (call.idempotency_key or core.uuid4()) or nil
   local timeout = call.timeout or s.timeout
+  -- the logger wants every attempt's status and request id: the Lua way
+  local in_c = not s.logger and IN_C[decode] and decode or nil
+  local rq
   local attempt = 0
   while true do
     attempt = attempt + 1
     local started = s.logger and core.now()
-    local res = state.handle:perform(method, path, body, rq.key, timeout)
+    local res, shape = handle:perform(method, path, body, key, timeout, in_c)
+    if shape then   -- a 2xx answer, decoded in C
+      if decode == "page" then return { body = res, array = shape == "array" } end
+      return res
+    end
+    rq = rq or { method = method, path = path, key = key, max_retries = call.max_retries or s.max_retries }
     local delay, verdict = step(s, rq, res, attempt, started and core.now() - started)
     if not delay then
-      return finish(state.handle, res, attempt, verdict, _M.DECODERS[decode])
+      return finish(handle, res, attempt, verdict, _M.DECODERS[decode])
     end
     core.sleep(delay)
   end
