@@ -99,3 +99,26 @@ bad_gw = tbl([(s("ipv4"), s("01.2.3.4")), (s("port"), special(0)), (s("inbound")
 write("fuzz_validate", "many-errors", top([(s("carrier_name"), bytes([4, 15, 0])), (s("trunk_type"), s("password")),
                                            (s("sip_gateway"), bad_gw), (s("registration"), i8(3)),
                                            (special(3), T), (bytes([14, 0]), bytes([14, 0]))]))
+
+# ---- fuzz_json: JSON texts, good and bad, as a server might send them
+json_seeds = {
+    "carrier": '{"id":"7f1c2d3e-4b5a-4c6d-8e9f-0a1b2c3d4e5f","object":"carrier","carrier_name":"My VoIP Provider",'
+               '"sip_gateway":{"ipv4":"203.0.113.10","port":5060,"inbound":true,"outbound":true},"label":null}',
+    "page": '{"data":[{"id":"a","n":1},{"id":"b","n":-2.5e3}],"total":2,"page":1,"page_size":100,"next":null}',
+    "array": '[1,-0,0.5,1e400,-.5,1.,9007199254740993,true,false,null,"",[],{}]',
+    "problem": '{"type":"about:blank","title":"Unprocessable","errors":[{"path":"sip_gateway.ipv4","message":"bad"}]}',
+    "escapes": '["\\"\\\\\\/\\b\\f\\n\\r\\t","\\u00e9\\u20ac","\\ud83d\\ude00","\\u0000"]',
+    "bad-surrogate": '["\\ud800","\\udc00x","\\ud834\\u0041"]',
+    "raw-control": '{"a":"x\ny\x01"}',
+    "numbers-bad": '[01,0x1,+1,.5,-Infinity,NaN,1e,1.5e+]',
+    "trailing": '{"a":1} x',
+    "trailing-comma": '{"a":[1,2,],}',
+    "nul-after": '{"a":1}\x00garbage',
+    "deep-1000": "[" * 1000 + "]" * 1000,
+    "deep-1001": '{"a":' * 1001 + "1" + "}" * 1001,
+    "duplicate": '{"a":1,"a":{"b":2},"a":"last"}',
+    "ws": ' \t\r\n{ "a" : [ 1 , 2 ] } \n',
+}
+for k, v in json_seeds.items():
+    write("fuzz_json", k, v.encode("latin-1"))
+write("fuzz_json", "utf16", b'\xff\xfe{\x00}\x00')
