@@ -155,19 +155,10 @@ static void set_string(lua_State *L, const char *k, const char *v)
 ** client:perform and bulk:run return: { kind = "ok"|"api"|"transport",
 ** status, body, headers, retryable, retry_after, curl_code, error }.
 ** `extra`: room for fields the caller adds. [-0, +1, m] */
-static void push_classified(lua_State *L, const tc_exchange_t *ex, const tc_outcome_t *o, int extra);
-
 static void push_outcome(lua_State *L, const tc_exchange_t *ex, int extra)
 {
     tc_outcome_t out;
     tc_exchange_classify(ex, &out, time(NULL));
-    push_classified(L, ex, &out, extra);
-}
-
-/* push_outcome of an exchange already classified as `o`. [-0, +1, m] */
-static void push_classified(lua_State *L, const tc_exchange_t *ex, const tc_outcome_t *o, int extra)
-{
-    const tc_outcome_t out = *o;
     if (out.oom)
         raise_oom(L);
 
@@ -240,16 +231,20 @@ enum { DECODE_NOTHING, DECODE_OBJECT, DECODE_PAGE, DECODE_NONE };
 ** returns 2, or returns 0 with nothing pushed when the answer is anything
 ** else (not 2xx, not JSON, not the shape wanted, not what cjson accepts),
 ** which then goes the Lua way unchanged. [-0, +(0|2), m] */
-static int push_decoded(lua_State *L, const tc_exchange_t *ex, const tc_outcome_t *out, int mode)
+static int push_decoded(lua_State *L, const tc_exchange_t *ex, int mode)
 {
-    if (out->kind != TC_OUT_OK || out->oom)
+    /* what tc_exchange_classify calls "ok", without its work for failures */
+    if (ex->code != CURLE_OK || ex->status < 200 || ex->status >= 300 || ex->body.oom || ex->head.oom)
         return 0;
     if (mode == DECODE_NONE) {
         lua_pushboolean(L, 1);
         lua_pushliteral(L, "none");
         return 2;
     }
-    if (ex->body.len == 0 || !json_media_type(&out->headers[TC_H_CONTENT_TYPE]))
+    tc_span_t ct = { NULL, 0 };
+    if (ex->head.data)
+        ct.p = tc_header_find(ex->head.data, ex->head.len, "content-type", &ct.n);
+    if (ex->body.len == 0 || !json_media_type(&ct))
         return 0;
     int shape = tc_json_push(L, ex->body.data, ex->body.len);
     if (shape == TC_JSON_OBJECT || (shape == TC_JSON_ARRAY && mode == DECODE_PAGE)) {
@@ -304,11 +299,9 @@ static int l_client_perform(lua_State *L)
 
     if (!prepared)
         return luaL_error(L, "not enough memory");
-    tc_outcome_t out;
-    tc_exchange_classify(&c->ex, &out, time(NULL));
-    if (decode != DECODE_NOTHING && push_decoded(L, &c->ex, &out, decode) == 2)
+    if (decode != DECODE_NOTHING && push_decoded(L, &c->ex, decode) == 2)
         return 2;
-    push_classified(L, &c->ex, &out, 0);
+    push_outcome(L, &c->ex, 0);
     return 1;
 }
 

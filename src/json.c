@@ -225,14 +225,59 @@ static const char *number(lua_State *L, const char *p)
     return p;
 }
 
+/* A table is made once its size is known: its pairs (values) wait on the
+ * stack, at most PENDING of them, then go in with no rehash on the way
+ * (rehashing a table as it grows cost more than all the rest of a typical
+ * answer's decoding). Only the outer levels do it, so the stack stays
+ * within what the 5.1 C API allows (LUAI_MAXCSTACK, 8000 slots) at any
+ * depth that cjson accepts. */
+#define PENDING 32
+#define PENDING_LEVELS 16
+
+/* Make the table of the n pairs (n values when is_array) on the stack
+ * above base, and leave it alone at base + 1. [-(n|2n), +1, m] */
+static void make_table(lua_State *L, int base, int n, int is_array)
+{
+    if (is_array) {
+        lua_createtable(L, n, 0);
+        for (int i = 1; i <= n; i++) {
+            lua_pushvalue(L, base + i);
+            lua_rawseti(L, -2, i);
+        }
+    } else {
+        lua_createtable(L, 0, n);
+        for (int i = 1; i <= 2 * n; i += 2) {
+            lua_pushvalue(L, base + i);
+            lua_pushvalue(L, base + i + 1);
+            lua_rawset(L, -3);
+        }
+    }
+    if (n > 0) {
+        lua_replace(L, base + 1);
+        lua_settop(L, base + 1);
+    }
+}
+
+/* Enter an object or array: the depth limit and the stack it needs.
+ * Returns how many may wait (0: make the table now), or -1. */
+static int enter(dec_t *d)
+{
+    if (++d->depth > MAX_DEPTH)
+        return -1;
+    int pending = d->depth <= PENDING_LEVELS ? PENDING : 0;
+    return lua_checkstack(d->L, 2 * pending + 3) ? pending : -1;
+}
+
 /* An object from p (just past '{'); pairs set raw, the last of duplicate
  * keys wins. [-0, +(0|1|more on failure), m] */
 static const char *object(dec_t *d, const char *p)
 {
     lua_State *L = d->L;
-    if (++d->depth > MAX_DEPTH || !lua_checkstack(L, 3))
+    int base = lua_gettop(L), room = enter(d), n = 0;
+    if (room < 0)
         return NULL;
-    lua_newtable(L);
+    if (room == 0)
+        lua_newtable(L);
     p = skip_ws(p);
     if (*p != '}') {
         for (;;) {
@@ -241,7 +286,12 @@ static const char *object(dec_t *d, const char *p)
             p = skip_ws(p);
             if (*p != ':' || (p = value(d, skip_ws(p + 1))) == NULL)
                 return NULL;
-            lua_rawset(L, -3);
+            if (room == 0) {
+                lua_rawset(L, base + 1);
+            } else if (++n == room) {
+                make_table(L, base, n, 0);
+                room = 0;
+            }
             p = skip_ws(p);
             if (*p == '}')
                 break;
@@ -250,6 +300,8 @@ static const char *object(dec_t *d, const char *p)
             p = skip_ws(p + 1);
         }
     }
+    if (room > 0)
+        make_table(L, base, n, 0);
     d->depth--;
     return p + 1;
 }
@@ -258,15 +310,23 @@ static const char *object(dec_t *d, const char *p)
 static const char *array(dec_t *d, const char *p)
 {
     lua_State *L = d->L;
-    if (++d->depth > MAX_DEPTH || !lua_checkstack(L, 2))
+    int base = lua_gettop(L), room = enter(d), n = 0;
+    if (room < 0)
         return NULL;
-    lua_newtable(L);
+    if (room == 0)
+        lua_newtable(L);
     p = skip_ws(p);
     if (*p != ']') {
-        for (int i = 1;; i++) {
+        for (;;) {
             if ((p = value(d, p)) == NULL)
                 return NULL;
-            lua_rawseti(L, -2, i);
+            ++n;
+            if (room == 0) {
+                lua_rawseti(L, base + 1, n);
+            } else if (n == room) {
+                make_table(L, base, n, 1);
+                room = 0;
+            }
             p = skip_ws(p);
             if (*p == ']')
                 break;
@@ -275,6 +335,8 @@ static const char *array(dec_t *d, const char *p)
             p = skip_ws(p + 1);
         }
     }
+    if (room > 0)
+        make_table(L, base, n, 1);
     d->depth--;
     return p + 1;
 }
