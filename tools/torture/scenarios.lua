@@ -94,6 +94,8 @@ function S.check(name, injected, ...)
       return false
     end
     assert(injected, "add failed with no allocation failing: " .. tostring(b))
+    -- the emulator answers good JSON: out of memory must never read as bad JSON
+    assert(type(c) ~= "table" or c.kind ~= "decode", "out of memory reported as a decode error: " .. tostring(b))
     return returned_error(a, b, c)
   end
 end
