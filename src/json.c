@@ -268,67 +268,43 @@ static int enter(dec_t *d)
     return lua_checkstack(d->L, 2 * pending + 3) ? pending : -1;
 }
 
-/* An object from p (just past '{'); pairs set raw, the last of duplicate
- * keys wins. [-0, +(0|1|more on failure), m] */
-static const char *object(dec_t *d, const char *p)
+/* An object (is_array 0, p just past '{'; pairs set raw, the last of
+ * duplicate keys wins) or an array (p just past '['; t[1..n]).
+ * [-0, +(0|1|more on failure), m] */
+static const char *container(dec_t *d, const char *p, int is_array)
 {
     lua_State *L = d->L;
+    const char close = is_array ? ']' : '}';
     int base = lua_gettop(L), room = enter(d), n = 0;
     if (room < 0)
         return NULL;
     if (room == 0)
         lua_newtable(L);
     p = skip_ws(p);
-    if (*p != '}') {
+    if (*p != close) {
         for (;;) {
-            if (*p != '"' || (p = string(L, p + 1)) == NULL)
-                return NULL;
-            p = skip_ws(p);
-            if (*p != ':' || (p = value(d, skip_ws(p + 1))) == NULL)
-                return NULL;
-            if (room == 0) {
-                lua_rawset(L, base + 1);
-            } else if (++n == room) {
-                make_table(L, base, n, 0);
-                room = 0;
+            if (!is_array) {
+                if (*p != '"' || (p = string(L, p + 1)) == NULL)
+                    return NULL;
+                p = skip_ws(p);
+                if (*p != ':')
+                    return NULL;
+                p = skip_ws(p + 1);
             }
-            p = skip_ws(p);
-            if (*p == '}')
-                break;
-            if (*p != ',')
-                return NULL;
-            p = skip_ws(p + 1);
-        }
-    }
-    if (room > 0)
-        make_table(L, base, n, 0);
-    d->depth--;
-    return p + 1;
-}
-
-/* An array from p (just past '['), as t[1..n]. [-0, +(0|1|more on failure), m] */
-static const char *array(dec_t *d, const char *p)
-{
-    lua_State *L = d->L;
-    int base = lua_gettop(L), room = enter(d), n = 0;
-    if (room < 0)
-        return NULL;
-    if (room == 0)
-        lua_newtable(L);
-    p = skip_ws(p);
-    if (*p != ']') {
-        for (;;) {
             if ((p = value(d, p)) == NULL)
                 return NULL;
             ++n;
             if (room == 0) {
-                lua_rawseti(L, base + 1, n);
+                if (is_array)
+                    lua_rawseti(L, base + 1, n);
+                else
+                    lua_rawset(L, base + 1);
             } else if (n == room) {
-                make_table(L, base, n, 1);
+                make_table(L, base, n, is_array);
                 room = 0;
             }
             p = skip_ws(p);
-            if (*p == ']')
+            if (*p == close)
                 break;
             if (*p != ',')
                 return NULL;
@@ -336,7 +312,7 @@ static const char *array(dec_t *d, const char *p)
         }
     }
     if (room > 0)
-        make_table(L, base, n, 1);
+        make_table(L, base, n, is_array);
     d->depth--;
     return p + 1;
 }
@@ -348,9 +324,9 @@ static const char *value(dec_t *d, const char *p)
     lua_State *L = d->L;
     switch (*p) {
     case '{':
-        return object(d, p + 1);
+        return container(d, p + 1, 0);
     case '[':
-        return array(d, p + 1);
+        return container(d, p + 1, 1);
     case '"':
         return string(L, p + 1);
     case 't':
