@@ -45,7 +45,7 @@ local function case(name, fn)
     passed = passed + 1
   else
     failed = failed + 1
-    print("FAIL " .. name .. ": " .. tostring(why))
+    print("FAIL: " .. name .. ": " .. tostring(why))
   end
 end
 
