@@ -83,12 +83,15 @@ local function add_succeeds_once(c, params, call)
   return carrier
 end
 
--- A port on 127.0.0.1 that nobody listens on (bound, then released).
+-- A port on 127.0.0.1 that nobody listens on, and nobody can start to
+-- while the returned socket lives: bound without SO_REUSEADDR and never
+-- listening, so a connection is refused and no other process (an emulator
+-- of a test run next door, say) can bind the port in the meantime.
 local function closed_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
+  local s = assert(socket.tcp())
+  assert(s:bind("127.0.0.1", 0))
   local _, port = s:getsockname()
-  s:close()
-  return port
+  return port, s
 end
 
 -- A valid carrier whose JSON body is about `size` bytes (the registration
@@ -103,8 +106,10 @@ end
 
 describe("fault matrix", function()
   it("connection refused: a retryable transport error (7) after every attempt", function()
-    local c = client{ base_url = "http://127.0.0.1:" .. closed_port(), max_retries = 1 }
+    local port, holder = closed_port()
+    local c = client{ base_url = "http://127.0.0.1:" .. port, max_retries = 1 }
     local err = transport(7, c.add(fx.carrier()))
+    holder:close()
     assert.is_true(err.retryable)
     assert.are.equal(2, err.attempts)
     carriers(0)
