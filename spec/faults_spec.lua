@@ -10,6 +10,7 @@ local socket = require "socket"
 local emu = require "spec.support.emulator"
 local fx = require "spec.support.fixtures"
 local leakscan = require "spec.support.leakscan"
+local timing = require "spec.support.timing"
 
 local MiB = 1024 * 1024
 
@@ -234,15 +235,20 @@ describe("fault matrix", function()
   end)
 
   it("a 1-byte-per-second trickle: the per-attempt timeout fires (28), retryable; retried, one carrier", function()
+    -- The retry must fit in the same per-attempt timeout: a generous
+    -- multiple of a plain add measured now.  The trickled answer (a head of
+    -- 100+ bytes at 1 byte/s, cut off by the emulator after 30 s) can never
+    -- arrive within it.
+    local timeout = timing.scaled(timing.round_trip(), 20, 0.5, 10)
     emu.faults{ { trickle = 1 } }
-    local err = transport(28, client().add(fx.carrier(), { max_retries = 0, timeout = 0.5 }))
+    local err = transport(28, client().add(fx.carrier(), { max_retries = 0, timeout = timeout }))
     assert.is_true(err.retryable)
     assert.are.equal(1, err.attempts)
     carriers(0)
 
     emu.reset()
     emu.faults{ { after_process = true, trickle = 1 } }
-    add_succeeds_once(client(), fx.carrier(), { timeout = 0.5 })
+    add_succeeds_once(client(), fx.carrier(), { timeout = timeout })
     assert.is_true(posts(2)[2].replayed)
   end)
 
