@@ -201,7 +201,7 @@ describe("fault matrix", function()
       local env = os.getenv
       for _, o in ipairs{ { base_url = env("TOPCALLS_EMULATOR_URL") },
                           { base_url = env("TOPCALLS_EMULATOR_TLS_URL"), ca_file = env("TOPCALLS_EMULATOR_CA") } } do
-        o.api_key, o.timeout, o.connect_timeout = %q, 5, 2
+        o.api_key, o.timeout, o.connect_timeout = %q, 30, 10
         local c = assert(topcalls.new(o))
         local _, _, err = c.carriers.add(params, { max_retries = 0 })
         io.write("failed kind=", tostring(err and err.kind), " code=", tostring(err and err.curl_code), "\n")
