@@ -2,6 +2,8 @@
 #   make [LUA=5.1|5.3|5.4|luajit]   build and install the rock into build/$(LUA)
 #   make test                       everything CI checks, on every Lua
 #   make demo                       add a carrier through the local emulator
+#   make bench                      throughput against the peers (minutes, noisy)
+#   make bench-instructions         instructions per add (callgrind, ~30 s)
 #   make clean
 # SPDX-License-Identifier: MIT
 
@@ -23,7 +25,7 @@ endif
 
 SOURCES := $(wildcard src/*.c src/*.h lua/topcalls/*.lua bin/topcalls) $(ROCKSPEC)
 
-.PHONY: all build deps test demo clean check-hosts check-sanitize check-valgrind fuzz check-torture lint docs bench
+.PHONY: all build deps test demo clean check-hosts check-sanitize check-valgrind fuzz check-torture lint docs bench bench-instructions check-instructions
 
 all: build
 
@@ -68,6 +70,16 @@ bench:
 	@tools/deps bench
 	@for v in $(LUAS); do $(MAKE) --no-print-directory build LUA=$$v || exit 1; done
 	@bench/run
+
+# Counts, not times: deterministic, so tools/check-instructions runs it in
+# `make test` against bench/instructions.ceiling.
+bench-instructions:
+	@for v in 5.4 luajit; do $(MAKE) --no-print-directory build LUA=$$v || exit 1; done
+	@bench/instructions
+
+check-instructions:
+	@for v in 5.4 luajit; do $(MAKE) --no-print-directory build LUA=$$v || exit 1; done
+	@tools/check-instructions
 
 clean:
 	rm -rf build topcalls src/*.o

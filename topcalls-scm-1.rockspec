@@ -38,9 +38,13 @@ build = {
     ["topcalls"]          = "lua/topcalls/init.lua",
     ["topcalls.client"]   = "lua/topcalls/client.lua",
     ["topcalls.carriers"] = "lua/topcalls/carriers.lua",
+    ["topcalls.phone_numbers"] = "lua/topcalls/phone_numbers.lua",
+    ["topcalls.resource"] = "lua/topcalls/resource.lua",
+    ["topcalls.view"]     = "lua/topcalls/view.lua",
     ["topcalls.errors"]   = "lua/topcalls/errors.lua",
     ["topcalls.json"]     = "lua/topcalls/json.lua",
     ["topcalls.ngx"]      = "lua/topcalls/ngx.lua",
+    ["topcalls.fleet"]    = "lua/topcalls/fleet.lua",
   },
   install = { bin = { topcalls = "bin/topcalls" } },
 }

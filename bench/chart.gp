@@ -12,14 +12,14 @@ set key top right
 set xtics rotate by -30 left nomirror
 set multiplot layout 2,3 title title font "sans,12"
 
-set title "Sequential POST throughput, fast local nginx (req/s, log)"
+set title "Sequential POSTs, fast local nginx: add and its peers (req/s, log)"
 set logscale y
 plot dir."/throughput.dat" using 2:xtic(1) title "" lc rgb "#3465a4"
 unset logscale y
 
-set title "add_many, 20 ms latency (req/s)"
+set title "add_many, nginx answering after 20 ms (req/s)"
 plot dir."/many.dat" using 2:xtic(1) title "measured" lc rgb "#4e9a06", \
-     "" using 3 title "ideal n*20ms/c" lc rgb "#babdb6"
+     "" using 3 title "ideal c / 20 ms" lc rgb "#babdb6"
 
 set title "Targets: measured / target (>= 1 is met)"
 set yrange [0:*]

@@ -76,6 +76,18 @@ local function lines_of(s)
   return t
 end
 
+-- validate --output text's "FILE: path: message (code)" lines as sorted
+-- "path code" strings.
+local function lint_lines(out, file)
+  local found = {}
+  for _, line in ipairs(lines_of(out)) do
+    local path, c = line:match("^" .. file:gsub("%p", "%%%0") .. ": (%S+): .* %(([%w_]+)%)$")
+    found[#found + 1] = path .. " " .. c
+  end
+  table.sort(found)
+  return found
+end
+
 before_each(function() emu.reset() end)
 after_each(function()
   for _, p in ipairs(temp_files) do os.remove(p) end
@@ -84,8 +96,14 @@ end)
 
 describe("topcalls --help", function()
   it("documents every command with examples and exits 0", function()
-    for _, cmd in ipairs({ {}, { "carriers" }, { "carriers", "add" }, { "carriers", "validate" },
-                           { "carriers", "delete" }, { "carriers", "add-many" } }) do
+    local cmds = { {} }
+    for _, resource in ipairs({ "carriers", "numbers" }) do
+      cmds[#cmds + 1] = { resource }
+      for _, action in ipairs({ "add", "get", "list", "delete", "validate", "add-many" }) do
+        cmds[#cmds + 1] = { resource, action }
+      end
+    end
+    for _, cmd in ipairs(cmds) do
       local argv = { (table.unpack or unpack)(cmd) }
       argv[#argv + 1] = "--help"
       local code, out = run(argv)
@@ -232,14 +250,8 @@ describe("topcalls carriers validate", function()
     local code, out, err = run({ "carriers", "validate", "--file", file, "--output", "text" })
     assert.are.equal(2, code)
     assert.are.equal(1, #lines_of(err))
-    local paths = {}
-    for _, line in ipairs(lines_of(out)) do
-      local path, c = line:match("^" .. file:gsub("%p", "%%%0") .. ": (%S+): .* %(([%w_]+)%)$")
-      paths[#paths + 1] = path .. " " .. c
-    end
-    table.sort(paths)
     assert.are.same({ "[1].carrier_name length", "[2].sip_gateway.ipv4 format",
-                      "[2].sip_gateway.prot unknown_field" }, paths)
+                      "[2].sip_gateway.prot unknown_field" }, lint_lines(out, file))
     assert.are.equal(0, #emu.log())
   end)
 
@@ -324,5 +336,320 @@ describe("topcalls carriers add-many", function()
     assert.are.equal(2, #text)
     assert.is_truthy(text[1]:find("^1\tadded\t"))
     assert.are.equal(2, #emu.carriers())
+  end)
+end)
+
+---------------------------------------------------------------------------
+-- Phone numbers, and listing and getting carriers
+
+local NUMBER = "+14155550100"
+local OTHER_UUID = "6f1c2a7e-8c1d-4c57-9a43-2f6d9b0e1a22"
+
+-- Records made through the library, not the CLI under test.
+local function new_carrier(overrides) return assert(fx.client().carriers.add(fx.carrier(overrides))) end
+local function new_number(number, sid, label)
+  return assert(fx.client().phone_numbers.add({ number = number, voip_carrier_sid = sid, label = label }))
+end
+
+-- The URIs of the GET requests the emulator saw.
+local function get_uris()
+  local uris = {}
+  for _, r in ipairs(fx.requests("GET")) do uris[#uris + 1] = r.uri end
+  return uris
+end
+
+-- The paths of a validation error's entries, sorted.
+local function error_paths(e)
+  local paths = {}
+  for i, x in ipairs(e.errors) do paths[i] = x.path end
+  table.sort(paths)
+  return paths
+end
+
+describe("topcalls numbers add", function()
+  it("adds a number from flags and prints it as JSON", function()
+    local carrier = new_carrier()
+    local code, out, err = run({ "numbers", "add", "--number", NUMBER, "--carrier", carrier.voip_carrier_sid,
+                                 "--label", "Support" })
+    assert.are.equal(0, code, err)
+    local n = cjson.decode(out)
+    assert.is_truthy(n.id:match(UUID))
+    assert.are.same({ NUMBER, "Support", carrier.voip_carrier_sid }, { n.number, n.label, n.voip_carrier_sid })
+    assert.are.equal(n.id, emu.numbers()[1].id)
+    assert.are.same({ number = NUMBER, voip_carrier_sid = carrier.voip_carrier_sid, label = "Support" },
+                    cjson.decode(fx.requests("POST")[2].body))
+  end)
+
+  it("lays flags over a file read from stdin and prints path<TAB>value lines with --output text", function()
+    new_carrier()
+    local code, out, err = run({ "numbers", "add", "--file", "-", "--label", "Override", "--output", "text" },
+                               { stdin = cjson.encode({ number = NUMBER, label = "From file" }) })
+    assert.are.equal(0, code, err)
+    local text = lines_of(out)
+    local sorted = { (table.unpack or unpack)(text) }
+    table.sort(sorted)
+    assert.are.same(sorted, text)
+    for _, line in ipairs(text) do assert.is_truthy(line:match("^[%w_.]+\t[^\t]*$"), line) end
+    for _, want in ipairs({ "number\t" .. NUMBER, "label\tOverride", "status\tactive" }) do
+      assert.is_truthy(out:find("\n" .. want .. "\n", 1, true), out)
+    end
+  end)
+
+  it("exits 2 listing every invalid field, and sends nothing", function()
+    local code, out, err = run({ "numbers", "add", "--number", "+999555", "--carrier", "not-a-uuid", "--label", "" })
+    assert.are.equal(2, code)
+    assert.are.equal(1, #lines_of(err))
+    assert.is_truthy(err:find("^topcalls: validation: 3 problems: "), err)
+    local e = cjson.decode(out)
+    assert.are.equal("validation", e.kind)
+    assert.are.same({ "label", "number", "voip_carrier_sid" }, error_paths(e))
+    assert.are.equal(0, #emu.log())
+  end)
+
+  it("exits 3 with the server's errors for an unknown carrier and for a number added twice", function()
+    new_carrier()
+    local code, out = run({ "numbers", "add", "--number", NUMBER, "--carrier", OTHER_UUID })
+    assert.are.equal(3, code)
+    local e = cjson.decode(out)
+    assert.are.same({ "api", 400, "voip_carrier_sid" }, { e.kind, e.status, e.errors[1].path })
+    assert.are.equal(0, run({ "numbers", "add", "--number", NUMBER }))
+    code, out = run({ "numbers", "add", "--number", NUMBER })
+    assert.are.equal(3, code)
+    e = cjson.decode(out)
+    assert.are.same({ 422, "number" }, { e.status, e.errors[1].path })
+    assert.are.equal(1, #emu.numbers())
+  end)
+end)
+
+describe("topcalls numbers get", function()
+  it("prints one number as JSON, and as text", function()
+    local n = new_number(NUMBER, new_carrier().voip_carrier_sid, "Desk")
+    local code, out = run({ "numbers", "get", n.id })
+    assert.are.equal(0, code)
+    local got = cjson.decode(out)
+    assert.are.same({ n.id, NUMBER, "Desk", "active" }, { got.id, got.number, got.label, got.status })
+    code, out = run({ "numbers", "get", n.id, "--output", "text" })
+    assert.are.equal(0, code)
+    assert.is_truthy(out:find("\nid\t" .. n.id .. "\n", 1, true), out)
+  end)
+
+  it("exits 3 for an unknown id, and 2 without a request for an id that is not a UUID", function()
+    local code, _, err = run({ "numbers", "get", OTHER_UUID })
+    assert.are.equal(3, code)
+    assert.is_truthy(err:find("^topcalls: api: 404"), err)
+    local out
+    code, out = run({ "numbers", "get", "../x" })
+    assert.are.equal(2, code)
+    assert.are.same({ "phone_number_id" }, error_paths(cjson.decode(out)))
+    assert.are.equal(1, #emu.log())
+  end)
+end)
+
+describe("topcalls numbers list", function()
+  it("prints an empty account as [] and as one line of text", function()
+    local code, out = run({ "numbers", "list" })
+    assert.are.same({ 0, "[]\n" }, { code, out })
+    code, out = run({ "numbers", "list", "--output", "text" })
+    assert.are.equal(0, code)
+    assert.are.equal(1, #lines_of(out))
+    assert.is_truthy(out:find("^%(no "), out)
+  end)
+
+  for _, shape in ipairs({ "paged", "cursor" }) do
+    it("walks every page with --page-size 1 (" .. shape .. " pages), in order", function()
+      emu.config({ list_shape = shape })
+      local sid = new_carrier().voip_carrier_sid
+      local ids = {}
+      for i = 1, 3 do ids[i] = new_number("+1415555010" .. i, sid).id end
+      local code, out, err = run({ "numbers", "list", "--page-size", "1" })
+      assert.are.equal(0, code, err)
+      local got = {}
+      for i, n in ipairs(cjson.decode(out)) do got[i] = n.id end
+      assert.are.same(ids, got)
+      local uris = get_uris()
+      assert.is_truthy(#uris >= 3, #uris)
+      for _, uri in ipairs(uris) do assert.is_truthy(uri:find("page_size=1", 1, true), uri) end
+    end)
+  end
+
+  it("stops after --limit records", function()
+    local sid = new_carrier().voip_carrier_sid
+    for i = 1, 3 do new_number("+1415555010" .. i, sid) end
+    local code, out = run({ "numbers", "list", "--limit", "2", "--page-size", "1" })
+    assert.are.equal(0, code)
+    assert.are.equal(2, #cjson.decode(out))
+    assert.are.equal(2, #get_uris())
+  end)
+
+  it("prints an aligned table with --output text", function()
+    local sid = new_carrier().voip_carrier_sid
+    local a = new_number("+14155550101", sid, "A rather long label")
+    local b = new_number("+442071838750", sid)
+    local code, out = run({ "numbers", "list", "--output", "text" })
+    assert.are.equal(0, code)
+    local text = lines_of(out)
+    assert.are.equal(4, #text, out)
+    assert.is_truthy(text[1]:find("^number +label +status "), text[1])
+    assert.is_truthy(text[4]:find("^%(2 "), text[4])
+    local col = text[1]:find("%f[%w]id%f[%W]")
+    assert.are.same({ col, col }, { (text[2]:find(a.id, 1, true)), (text[3]:find(b.id, 1, true)) })
+    assert.is_truthy(text[2]:find("A rather long label", 1, true))
+  end)
+
+  it("exits 4 on a transport error and 3 on a page that is not a list", function()
+    emu.faults({ reset = "before" })
+    local code, out = run({ "numbers", "list", "--max-retries", "0" })
+    assert.are.equal(4, code)
+    assert.are.equal("transport", cjson.decode(out).kind)
+    emu.faults({ status = 200, body = '{"items": []}', content_type = "application/json" })
+    code, out = run({ "numbers", "list", "--max-retries", "0" })
+    assert.are.equal(3, code)
+    assert.are.equal("decode", cjson.decode(out).kind)
+  end)
+
+  it("exits 2 on a bad --page-size or --limit, without a request", function()
+    for _, argv in ipairs({ { "--page-size", "0" }, { "--page-size", "1001" }, { "--limit", "1.5" } }) do
+      local code, _, err = run({ "numbers", "list", argv[1], argv[2] })
+      assert.are.equal(2, code)
+      assert.is_truthy(err:find(argv[1] .. " must be", 1, true), err)
+    end
+    assert.are.equal(0, #emu.log())
+  end)
+end)
+
+describe("topcalls numbers delete", function()
+  it("deletes a number by id, and exits 3 when it is gone", function()
+    local n = new_number(NUMBER, new_carrier().voip_carrier_sid)
+    local code, out = run({ "numbers", "delete", n.id })
+    assert.are.equal(0, code)
+    assert.are.same({ id = n.id, deleted = true }, cjson.decode(out))
+    assert.are.equal(0, #emu.numbers())
+    code, out = run({ "numbers", "delete", n.id, "--output", "text" })
+    assert.are.equal(3, code)
+    assert.are.equal("", out)
+  end)
+end)
+
+describe("topcalls numbers validate", function()
+  it("exits 0 for a valid file, offline and without a key", function()
+    local code, out = run({ "numbers", "validate", "--file", temp_file({ number = NUMBER, label = "x" }) },
+                          { env = { TOPCALLS_API_KEY = false, TOPCALLS_BASE_URL = false } })
+    assert.are.same({ 0, { valid = true } }, { code, cjson.decode(out) })
+  end)
+
+  it("exits 2 and prints every violation of every item with its path", function()
+    local file = temp_file('[{"number": "14155550100"}, {"number": "+14155550100", "label": "",'
+                           .. ' "voip_carrier_sid": "x", "extra": 1}, "not an object"]')
+    local code, out, err = run({ "numbers", "validate", "--file", file, "--output", "text" })
+    assert.are.equal(2, code)
+    assert.is_truthy(err:find("^topcalls: validation: .*: 5 problems: "), err)
+    assert.are.same({ "[1].number format", "[2].extra unknown_field", "[2].label length",
+                      "[2].voip_carrier_sid format", "[3] type" }, lint_lines(out, file))
+    assert.are.equal(0, #emu.log())
+  end)
+end)
+
+describe("topcalls numbers add-many", function()
+  it("adds a list in order and exits with the code of the failed item", function()
+    new_carrier()
+    local list = { { number = NUMBER, label = "One" }, { number = NUMBER }, { number = "+14155550199" } }
+    local code, out, err = run({ "numbers", "add-many", "--file", temp_file(list), "--concurrency", "1" })
+    assert.are.equal(3, code)
+    assert.is_truthy(err:find("add-many: 2 added, 1 failed, 0 not sent", 1, true), err)
+    local res = cjson.decode(out)
+    assert.are.same({ total = 3, succeeded = 2, failed = 1, skipped = 0 },
+                    { total = res.summary.total, succeeded = res.summary.succeeded,
+                      failed = res.summary.failed, skipped = res.summary.skipped })
+    assert.are.same({ NUMBER, 422, "+14155550199" },
+                    { res.results[1].phone_number.number, res.results[2].error.status, res.results[3].phone_number.number })
+    assert.are.equal(2, #emu.numbers())
+  end)
+
+  it("sends nothing when any item is invalid, and prints text results otherwise", function()
+    local code, out = run({ "numbers", "add-many", "--file", temp_file({ { number = NUMBER }, { label = "x" } }) })
+    assert.are.equal(2, code)
+    assert.are.same({ "[2].number" }, error_paths(cjson.decode(out)))
+    assert.are.equal(0, #emu.log())
+    new_carrier()
+    code, out = run({ "numbers", "add-many", "--file", "-", "--output", "text" },
+                    { stdin = cjson.encode({ { number = NUMBER }, { number = "+14155550199" } }) })
+    assert.are.equal(0, code)
+    local text = lines_of(out)
+    assert.are.equal(2, #text)
+    assert.is_truthy(text[2]:find("^2\tadded\t%x+%-"), text[2])
+  end)
+end)
+
+describe("topcalls carriers list and get", function()
+  it("lists every carrier page by page, as JSON and as an aligned table", function()
+    local ids = {}
+    for i = 1, 3 do ids[i] = new_carrier({ carrier_name = "Carrier " .. i }).id end
+    local code, out = run({ "carriers", "list", "--page-size", "1" })
+    assert.are.equal(0, code)
+    local got = {}
+    for i, c in ipairs(cjson.decode(out)) do got[i] = c.id end
+    assert.are.same(ids, got)
+    for _, uri in ipairs(get_uris()) do assert.is_truthy(uri:find("page_size=1", 1, true), uri) end
+    code, out = run({ "carriers", "list", "--output", "text" })
+    assert.are.equal(0, code)
+    local text = lines_of(out)
+    assert.are.equal(5, #text, out)
+    assert.is_truthy(text[1]:find("^carrier_name +trunk_type +gateway +id "), text[1])
+    assert.is_truthy(text[2]:find("^Carrier 1 +static_ip +203%.0%.113%.10:5060 +" .. ids[1]:gsub("%-", "%%-")), text[2])
+  end)
+
+  it("gets a carrier from the list, or by id when the server has that route", function()
+    new_carrier({ carrier_name = "First" })
+    local c = new_carrier({ carrier_name = "Second" })
+    for _, by_id in ipairs({ false, true }) do
+      emu.config({ carrier_get = by_id })
+      local before = #get_uris()
+      local code, out = run({ "carriers", "get", c.id, "--output", "text" })
+      assert.are.equal(0, code)
+      assert.is_truthy(out:find("\ncarrier_name\tSecond\n", 1, true), out)
+      assert.is_truthy(out:find("\nid\t" .. c.id .. "\n", 1, true), out)
+      assert.are.equal(by_id and 1 or 2, #get_uris() - before)   -- by id, or 404 then the list
+    end
+  end)
+
+  it("exits 3 for an unknown carrier, and for deleting a carrier that has numbers", function()
+    local code, _, err = run({ "carriers", "get", OTHER_UUID })
+    assert.are.equal(3, code)
+    assert.is_truthy(err:find("^topcalls: api: 404"), err)
+    local c = new_carrier()
+    new_number(NUMBER, c.voip_carrier_sid)
+    local out
+    code, out = run({ "carriers", "delete", c.id })
+    assert.are.equal(3, code)
+    local e = cjson.decode(out)
+    assert.are.equal(422, e.status)
+    assert.is_truthy(e.message:find("cannot delete carrier with active phone numbers", 1, true), e.message)
+    assert.are.equal(1, #emu.carriers())
+  end)
+
+  -- The API never returns passwords; a server that did must still not
+  -- get one printed (run() fails on any secret in the output).
+  it("never prints a sensitive field a server echoes", function()
+    local echoed = { id = OTHER_UUID, carrier_name = "Echo", trunk_type = "reg",
+                     registration = { username = "acct1", password = REG_PASSWORD },
+                     inbound_auth = { username = "in1", password = AUTH_PASSWORD } }
+    local body = cjson.encode(echoed)
+    for _, case in ipairs({ { "get", OTHER_UUID, body }, { "list", nil, "[" .. body .. "]" } }) do
+      for _, output in ipairs({ "json", "text" }) do
+        emu.faults({ status = 200, body = case[3], content_type = "application/json" })
+        local argv = { "carriers", case[1], "--output", output }
+        if case[2] then argv[#argv + 1] = case[2] end
+        local code, out = run(argv)
+        assert.are.equal(0, code, out)
+        -- the rest is printed (a list's table has no registration column)
+        assert.is_truthy(out:find((case[1] == "list" and output == "text") and "Echo" or "acct1", 1, true), out)
+        if output == "json" then
+          local got = cjson.decode(out)
+          if case[1] == "list" then got = got[1] end
+          assert.are.same({ username = "acct1" }, got.registration)
+          assert.are.same({ username = "in1" }, got.inbound_auth)
+        end
+      end
+    end
   end)
 end)

@@ -1,7 +1,8 @@
 /*
  * buf.c - a byte buffer with a hard cap, filled from libcurl callbacks.
  * It never raises and never aborts: overflow and out-of-memory are flags
- * the caller turns into an error after libcurl returns.
+ * the caller turns into an error after libcurl returns. As a Lua userdata
+ * (a scratch buffer reused across calls) its memory goes with __gc.
  * SPDX-License-Identifier: MIT
  */
 #include <stdlib.h>
@@ -14,10 +15,8 @@ void tc_buf_init(tc_buf_t *b, size_t limit)
     b->limit = limit;
 }
 
-/* Append n bytes. Returns 0, or -1 (and sets overflow or oom) when the
- * result would pass the limit or memory runs out; the buffer is unchanged
- * then. Keeps one spare byte so data is always NUL-terminated. */
-int tc_buf_append(tc_buf_t *b, const void *p, size_t n)
+/* tc_buf_append's slow path: check the limit, grow, append. */
+int tc_buf_grow_append(tc_buf_t *b, const void *p, size_t n)
 {
     if (n > b->limit - b->len) {
         b->overflow = 1;
@@ -56,4 +55,33 @@ void tc_buf_free(tc_buf_t *b)
     free(b->data);
     b->data = NULL;
     b->len = b->cap = 0;
+}
+
+#define BUF_MT "topcalls.buf"
+
+static int l_buf_gc(lua_State *L)
+{
+    tc_buf_free(luaL_checkudata(L, 1, BUF_MT));
+    return 0;
+}
+
+/* The metatable of buffer userdata; once per Lua state. [-0, +0, m] */
+void tc_buf_open(lua_State *L)
+{
+    if (luaL_newmetatable(L, BUF_MT)) {
+        lua_pushcfunction(L, l_buf_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+}
+
+/* Push a new empty buffer userdata of at most `limit` bytes; needs
+ * tc_buf_open first. [-0, +1, m] */
+tc_buf_t *tc_buf_push(lua_State *L, size_t limit)
+{
+    tc_buf_t *b = tc_newuserdata(L, sizeof *b);
+    tc_buf_init(b, limit);
+    luaL_getmetatable(L, BUF_MT);
+    lua_setmetatable(L, -2);
+    return b;
 }

@@ -1,11 +1,13 @@
 /*
  * check.c - pure checks on strings: IPv4 literals, hostnames, UTF-8,
- * tokens. No Lua, no I/O, no allocation, so each can be tested and fuzzed
- * alone. Every function takes an explicit length: Lua strings may hold NULs.
+ * tokens, E.164 numbers. No Lua, no I/O, no allocation, so each can be
+ * tested and fuzzed alone. Every function takes an explicit length: Lua
+ * strings may hold NULs.
  * SPDX-License-Identifier: MIT
  */
 #include <string.h>
 #include "tc.h"
+#include "country_codes.h"
 
 static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 static int is_alpha(unsigned char c) { return (c | 0x20) >= 'a' && (c | 0x20) <= 'z'; }
@@ -129,6 +131,27 @@ int tc_check_uuid(const char *s, size_t n)
         }
     }
     return 1;
+}
+
+/* An E.164 number, ^\+[1-9][0-9]{1,14}$, that begins with an assigned
+ * country calling code (the server checks with libphonenumber, whose data
+ * country_codes.h holds). 0 when so, -1 when malformed, -2 when well formed
+ * but no assigned code begins it. Codes are prefix-free, so the first
+ * 1-3 digit prefix that is a code is the only one. */
+int tc_check_e164(const char *s, size_t n)
+{
+    if (n < 3 || n > 16 || s[0] != '+' || s[1] == '0')
+        return -1;
+    for (size_t i = 1; i < n; i++)
+        if (!is_digit((unsigned char)s[i]))
+            return -1;
+    unsigned code = 0;
+    for (size_t i = 1; i <= 3 && i < n; i++) {
+        code = code * 10 + (unsigned)(s[i] - '0');
+        if (tc_country_code_bits[code >> 3] & (1u << (code & 7)))
+            return 0;
+    }
+    return -2;
 }
 
 /* Only [A-Za-z0-9_-]: the Idempotency-Key alphabet. */

@@ -137,6 +137,7 @@ static void drop_handle(tc_client_t *c)
     curl_easy_cleanup(c->ex.easy);
     tc_sigpipe_restore(&guard);
     c->ex.easy = NULL;
+    tc_exchange_forget(&c->ex);   /* nothing is set on the next handle */
     c->sockets.n = 0;
 }
 
@@ -158,14 +159,15 @@ void tc_client_close(tc_client_t *c)
 {
     drop_handle(c);
     tc_exchange_free(&c->ex);
-    if (c->auth_header) {
-        volatile char *p = c->auth_header;
+    tc_settings_t *s = &c->settings;
+    if (s->auth_header) {
+        volatile char *p = s->auth_header;
         while (*p) *p++ = 0;
     }
-    free(c->auth_header);
-    free(c->base_url);
-    free(c->user_agent);
-    free(c->ca_file);
-    free(c->proxy);
-    c->auth_header = c->key = c->base_url = c->user_agent = c->ca_file = c->proxy = NULL;
+    free(s->auth_header);
+    free(s->base_url);
+    free(s->user_agent);
+    free(s->ca_file);
+    free(s->proxy);
+    s->auth_header = s->key = s->base_url = s->user_agent = s->ca_file = s->proxy = NULL;
 }

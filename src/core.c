@@ -28,7 +28,7 @@ static void init_curl_once(void)
 static tc_client_t *check_client(lua_State *L, int i)
 {
     tc_client_t *c = luaL_checkudata(L, i, CLIENT_MT);
-    if (c->base_url == NULL)
+    if (c->settings.base_url == NULL)
         luaL_argerror(L, i, "client is closed");
     return c;
 }
@@ -84,55 +84,50 @@ static int l_client_new(lua_State *L)
     tc_exchange_init(&c->ex);
     luaL_getmetatable(L, CLIENT_MT);
     lua_setmetatable(L, -2);
+    tc_settings_t *s = &c->settings;
 
     /* the key lives only inside the Authorization line */
-    if (copy_opt_string(L, 1, "base_url", "", &c->base_url) != 0 || c->base_url == NULL
-        || copy_opt_string(L, 1, "user_agent", "User-Agent: ", &c->user_agent) != 0 || c->user_agent == NULL
-        || copy_opt_string(L, 1, "ca_file", "", &c->ca_file) != 0
-        || copy_opt_string(L, 1, "proxy", "", &c->proxy) != 0
-        || copy_opt_string(L, 1, "api_key", "Authorization: Bearer ", &c->auth_header) != 0) {
+    if (copy_opt_string(L, 1, "base_url", "", &s->base_url) != 0 || s->base_url == NULL
+        || copy_opt_string(L, 1, "user_agent", "User-Agent: ", &s->user_agent) != 0 || s->user_agent == NULL
+        || copy_opt_string(L, 1, "ca_file", "", &s->ca_file) != 0
+        || copy_opt_string(L, 1, "proxy", "", &s->proxy) != 0
+        || copy_opt_string(L, 1, "api_key", "Authorization: Bearer ", &s->auth_header) != 0) {
         tc_client_close(c);
         lua_pushnil(L);
         lua_pushliteral(L, "base_url and user_agent must be strings");
         return 2;
     }
-    if (c->auth_header)
-        c->key = c->auth_header + strlen("Authorization: Bearer ");
+    if (s->auth_header)
+        s->key = s->auth_header + strlen("Authorization: Bearer ");
     const char *why;
-    if (tc_client_check_url(c->base_url, &c->allow_http, &why) != 0) {
+    if (tc_client_check_url(s->base_url, &s->allow_http, &why) != 0) {
         tc_client_close(c);
         lua_pushnil(L);
         lua_pushstring(L, why);
         return 2;
     }
-    size_t n = strlen(c->base_url);
-    while (n > 0 && c->base_url[n - 1] == '/')
-        c->base_url[--n] = '\0';
+    size_t n = strlen(s->base_url);
+    while (n > 0 && s->base_url[n - 1] == '/')
+        s->base_url[--n] = '\0';
 
     lua_getfield(L, 1, "connect_timeout");
-    c->connect_timeout_ms = (long)(lua_tonumber(L, -1) * 1000.0);
-    if (c->connect_timeout_ms <= 0)
-        c->connect_timeout_ms = 10000;
+    s->connect_timeout_ms = (long)(lua_tonumber(L, -1) * 1000.0);
+    if (s->connect_timeout_ms <= 0)
+        s->connect_timeout_ms = 10000;
     lua_pop(L, 1);
     return 1;
 }
 
-/* The response headers the Lua layer reads, by their lower-case names:
- * building a table of every header would cost each call for nothing. */
-static const char *const wanted_headers[] = {
-    "x-request-id", "content-type", "location", "retry-after", "idempotent-replayed", NULL
-};
-
-/* Push the wanted headers of the last response as a table. [-0, +1, m] */
-static void push_headers(lua_State *L, const tc_buf_t *head)
+/* Push the wanted headers of the last response (tc_exchange_classify
+ * found them) as a table by their lower-case names: a table of every
+ * header would cost each call for nothing. [-0, +1, m] */
+static void push_headers(lua_State *L, const tc_outcome_t *out)
 {
-    lua_newtable(L);
-    for (const char *const *name = wanted_headers; *name; name++) {
-        size_t vlen;
-        const char *v = tc_header_find(head->data ? head->data : "", head->len, *name, &vlen);
-        if (v) {
-            lua_pushlstring(L, v, vlen);
-            lua_setfield(L, -2, *name);
+    lua_createtable(L, 0, out->nheaders);
+    for (int i = 0; i < TC_H_COUNT; i++) {
+        if (out->headers[i].p) {
+            lua_pushlstring(L, out->headers[i].p, out->headers[i].n);
+            lua_setfield(L, -2, tc_wanted_headers[i]);
         }
     }
 }
@@ -158,8 +153,8 @@ static void set_string(lua_State *L, const char *k, const char *v)
 /* Classify a finished exchange and push the outcome table that both
 ** client:perform and bulk:run return: { kind = "ok"|"api"|"transport",
 ** status, body, headers, retryable, retry_after, curl_code, error }.
-** [-0, +1, m] */
-static void push_outcome(lua_State *L, const tc_exchange_t *ex)
+** `extra`: room for fields the caller adds. [-0, +1, m] */
+static void push_outcome(lua_State *L, const tc_exchange_t *ex, int extra)
 {
     tc_outcome_t out;
     tc_exchange_classify(ex, &out, time(NULL));
@@ -167,7 +162,7 @@ static void push_outcome(lua_State *L, const tc_exchange_t *ex)
         raise_oom(L);
 
     static const char *const kinds[] = { "ok", "api", "transport" };
-    lua_createtable(L, 0, 13);
+    lua_createtable(L, 0, 7 + extra);   /* at most 7 fields of its own */
     set_string(L, "kind", kinds[out.kind]);
     lua_pushboolean(L, out.retryable);
     lua_setfield(L, -2, "retryable");
@@ -181,7 +176,7 @@ static void push_outcome(lua_State *L, const tc_exchange_t *ex)
         lua_pushlstring(L, ex->body.data ? ex->body.data : "", ex->body.len);
         lua_setfield(L, -2, "body");
     }
-    push_headers(L, &ex->head);
+    push_headers(L, &out);
     lua_setfield(L, -2, "headers");
 }
 
@@ -206,22 +201,25 @@ static long timeout_ms(double seconds)
 ** client:perform(method, path, body|nil, idempotency_key|nil, timeout)
 ** -> outcome table { kind = "ok"|"api"|"transport", status, body, headers,
 ** retryable, retry_after, curl_code, error }. One attempt, no retries.
+** method: "POST", "DELETE" or "GET" (GET sends no body and no key).
 ** Three phases: read arguments, run libcurl without touching Lua, push.
 ** [-0, +1, m]
 */
 static int l_client_perform(lua_State *L)
 {
+    static const char *const methods[] = { "GET", "POST", "DELETE", NULL };
+    static const tc_method_t codes[] = { TC_GET, TC_POST, TC_DELETE };
     tc_client_t *c = check_client(L, 1);
     tc_request_t rq;
-    rq.method = luaL_checkstring(L, 2);
-    const char *path = luaL_checkstring(L, 3);
+    rq.method = codes[luaL_checkoption(L, 2, NULL, methods)];
+    rq.base = c->settings.base_url;
+    rq.path = luaL_checkstring(L, 3);
     rq.body = luaL_optlstring(L, 4, NULL, &rq.body_len);
     rq.idempotency_key = opt_key(L, 5);
-    double timeout = luaL_checknumber(L, 6);
-    rq.timeout_ms = timeout_ms(timeout);
-    rq.url = lua_pushfstring(L, "%s%s", c->base_url, path);   /* anchored on the stack */
+    rq.timeout_ms = timeout_ms(luaL_checknumber(L, 6));
 
-    int prepared = tc_client_ensure_handle(c) == 0 && tc_exchange_prepare(&c->ex, c, &rq) == 0;
+    int prepared = tc_client_ensure_handle(c) == 0
+                   && tc_exchange_prepare(&c->ex, &c->settings, &c->sockets, &rq) == 0;
     if (prepared) {
         tc_sigpipe_t guard;
         tc_sigpipe_block(&guard);
@@ -232,7 +230,7 @@ static int l_client_perform(lua_State *L)
 
     if (!prepared)
         return luaL_error(L, "not enough memory");
-    push_outcome(L, &c->ex);
+    push_outcome(L, &c->ex, 0);
     return 1;
 }
 
@@ -243,7 +241,8 @@ static int l_client_redact(lua_State *L)
     tc_client_t *c = luaL_checkudata(L, 1, CLIENT_MT);
     size_t n;
     const char *s = luaL_checklstring(L, 2, &n);
-    size_t kl = c->key ? strlen(c->key) : 0;
+    const char *key = c->settings.key;
+    size_t kl = key ? strlen(key) : 0;
     if (kl == 0) {
         lua_settop(L, 2);
         return 1;
@@ -251,7 +250,7 @@ static int l_client_redact(lua_State *L)
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     for (size_t i = 0; i < n;) {
-        if (n - i >= kl && memcmp(s + i, c->key, kl) == 0) {
+        if (n - i >= kl && memcmp(s + i, key, kl) == 0) {
             luaL_addstring(&b, "[REDACTED]");
             i += kl;
         } else {
@@ -266,7 +265,7 @@ static int l_client_redact(lua_State *L)
 static int l_client_has_key(lua_State *L)
 {
     tc_client_t *c = check_client(L, 1);
-    lua_pushboolean(L, c->auth_header != NULL);
+    lua_pushboolean(L, c->settings.auth_header != NULL);
     return 1;
 }
 
@@ -282,8 +281,8 @@ static int l_client_close(lua_State *L)
 static int l_client_tostring(lua_State *L)
 {
     tc_client_t *c = luaL_checkudata(L, 1, CLIENT_MT);
-    if (c->base_url)
-        lua_pushfstring(L, "topcalls.client (%s)", c->base_url);
+    if (c->settings.base_url)
+        lua_pushfstring(L, "topcalls.client (%s)", c->settings.base_url);
     else
         lua_pushliteral(L, "topcalls.client (closed)");
     return 1;
@@ -323,7 +322,7 @@ static int l_client_bulk(lua_State *L)
     double timeout = luaL_checknumber(L, 3);
     lua_Integer conc = luaL_checkinteger(L, 4);
     lua_Integer cap = luaL_checkinteger(L, 5);
-    luaL_argcheck(L, conc >= 1 && conc <= TC_BULK_MAX_CONCURRENCY, 4, "concurrency must be 1 to 64");
+    luaL_argcheck(L, conc >= 1 && conc <= TC_BULK_MAX_CONCURRENCY, 4, "concurrency out of range");
     luaL_argcheck(L, cap >= 0 && cap <= INT_MAX / 64, 5, "capacity out of range");
 
     bulk_ud_t *u = tc_newuserdata(L, sizeof *u);
@@ -334,8 +333,8 @@ static int l_client_bulk(lua_State *L)
     lua_pushvalue(L, 1);
     u->client_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
-    const char *url = lua_pushfstring(L, "%s%s", c->base_url, path);
-    if (tc_bulk_init(&u->b, c, url, timeout_ms(timeout), (int)conc, (int)cap) != 0)
+    const char *url = lua_pushfstring(L, "%s%s", c->settings.base_url, path);
+    if (tc_bulk_init(&u->b, &c->settings, url, timeout_ms(timeout), (int)conc, (int)cap) != 0)
         return luaL_error(L, "not enough memory");
     lua_pop(L, 1);
     return 1;
@@ -369,7 +368,7 @@ static int l_bulk_add(lua_State *L)
 static int l_bulk_run(lua_State *L)
 {
     bulk_ud_t *u = check_bulk(L, 1);
-    if (u->b.client->base_url == NULL)
+    if (u->b.settings->base_url == NULL)
         return luaL_error(L, "topcalls: the client is closed");
     const char *why = "";
     int n = tc_bulk_run(&u->b, &why);
@@ -381,7 +380,7 @@ static int l_bulk_run(lua_State *L)
         const tc_bulk_slot_t *s = &u->b.slots[k];
         if (!s->done)
             continue;
-        push_outcome(L, &s->ex);
+        push_outcome(L, &s->ex, 3);
         set_integer(L, "index", (long)s->item + 1);
         set_integer(L, "attempt", (long)u->b.items[s->item].attempts);
         set_number(L, "elapsed", s->finished - s->started);
@@ -443,12 +442,24 @@ static int l_bulk_tostring(lua_State *L)
     return 1;
 }
 
-/* core.validate(params, strict) -> normalized | nil, errors. [-0, +2, m] */
+/* The schema named by the optional argument i ("carrier" when absent).
+ * [-0, +0, v] */
+static const tc_schema_t *opt_schema(lua_State *L, int i)
+{
+    const char *name = luaL_optstring(L, i, "carrier");
+    const tc_schema_t *s = tc_schema_find(name);
+    if (s == NULL)
+        luaL_argerror(L, i, lua_pushfstring(L, "no schema called '%s'", name));
+    return s;
+}
+
+/* core.validate(params, strict [, schema]) -> normalized | nil, errors.
+** [-0, +2, m] */
 static int l_validate(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     int strict = lua_isnoneornil(L, 2) || lua_toboolean(L, 2);
-    if (tc_schema_validate(L, 1, strict) == 0) {
+    if (tc_schema_validate(L, opt_schema(L, 3), 1, strict) == 0) {
         lua_pop(L, 1);
         lua_pushnil(L);
         return 2;
@@ -459,12 +470,38 @@ static int l_validate(lua_State *L)
     return 2;
 }
 
-/* core.encode(normalized) -> the JSON body in schema order, or nil when
-** the table holds fields the schema does not declare. [-0, +1, m] */
-static int l_encode(lua_State *L)
+/* core.body(params, strict [, schema]) -> the JSON body of valid params,
+** written while validating (no normalized table) | nil, errors | false
+** when, not strict, params hold undeclared fields (then core.validate
+** builds the normalized table for the generic encoder). [-0, +1|2, m] */
+static int l_body(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    tc_schema_push_json(L, 1, lua_touserdata(L, lua_upvalueindex(1)));
+    int strict = lua_isnoneornil(L, 2) || lua_toboolean(L, 2);
+    tc_buf_t *json = lua_touserdata(L, lua_upvalueindex(1));
+    int n = tc_schema_write_json(L, opt_schema(L, 3), 1, strict, json);
+    if (n > 0) {
+        lua_pushnil(L);
+        lua_insert(L, -2);
+        return 2;
+    }
+    if (json->oom)
+        return luaL_error(L, "not enough memory");
+    if (n < 0)
+        lua_pushboolean(L, 0);
+    else
+        lua_pushlstring(L, json->data, json->len);
+    return 1;
+}
+
+/* core.describe(schema) -> the schema's fields as data (schema.c);
+** core.describe() -> the list of schema names. [-0, +1, m] */
+static int l_describe(lua_State *L)
+{
+    if (lua_isnoneornil(L, 1))
+        tc_schema_push_names(L);
+    else
+        tc_schema_push_description(L, opt_schema(L, 1));
     return 1;
 }
 
@@ -519,11 +556,11 @@ static int l_retryable(lua_State *L)
 }
 
 /* core.check(what, s) -> result of one pure check, for tests and the Lua
-** layer: "ipv4", "hostname", "uuid", "token", "whitespace" -> boolean;
+** layer: "ipv4", "hostname", "uuid", "token", "whitespace", "e164" -> boolean;
 ** "utf8_length" -> count | nil. [-0, +1, -] */
 static int l_check(lua_State *L)
 {
-    static const char *const what[] = { "ipv4", "hostname", "uuid", "token", "whitespace", "utf8_length", NULL };
+    static const char *const what[] = { "ipv4", "hostname", "uuid", "token", "whitespace", "utf8_length", "e164", NULL };
     int w = luaL_checkoption(L, 1, NULL, what);
     size_t n;
     const char *s = luaL_checklstring(L, 2, &n);
@@ -533,6 +570,7 @@ static int l_check(lua_State *L)
     case 2: lua_pushboolean(L, tc_check_uuid(s, n)); break;
     case 3: lua_pushboolean(L, tc_check_token(s, n)); break;
     case 4: lua_pushboolean(L, tc_has_whitespace(s, n)); break;
+    case 6: lua_pushboolean(L, tc_check_e164(s, n) == 0); break;
     default: {
         long len = tc_utf8_length(s, n);
         if (len < 0) lua_pushnil(L); else lua_pushinteger(L, (lua_Integer)len);
@@ -587,33 +625,25 @@ static const luaL_Reg client_methods[] = {
     { NULL, NULL }
 };
 
-static const luaL_Reg client_meta[] = {
-    { "__gc", l_client_close },
-    { "__close", l_client_close },
-    { "__tostring", l_client_tostring },
-    { NULL, NULL }
-};
+/* The metamethods of a class: __gc and __close are the same close, safe
+ * twice (STYLE: ownership across longjmp), and __tostring. */
+#define CLASS_META(close, tostring) \
+    { { "__gc", close }, { "__close", close }, { "__tostring", tostring }, { NULL, NULL } }
+
+static const luaL_Reg client_meta[] = CLASS_META(l_client_close, l_client_tostring);
 
 static const luaL_Reg bulk_methods[] = {
-    { "add", l_bulk_add },
-    { "run", l_bulk_run },
-    { "retry", l_bulk_retry },
-    { "hold", l_bulk_hold },
-    { "stop", l_bulk_stop },
-    { "close", l_bulk_close },
+    { "add", l_bulk_add }, { "run", l_bulk_run }, { "retry", l_bulk_retry },
+    { "hold", l_bulk_hold }, { "stop", l_bulk_stop }, { "close", l_bulk_close },
     { NULL, NULL }
 };
 
-static const luaL_Reg bulk_meta[] = {
-    { "__gc", l_bulk_close },
-    { "__close", l_bulk_close },
-    { "__tostring", l_bulk_tostring },
-    { NULL, NULL }
-};
+static const luaL_Reg bulk_meta[] = CLASS_META(l_bulk_close, l_bulk_tostring);
 
 static const luaL_Reg core_functions[] = {
     { "client_new", l_client_new },
     { "validate", l_validate },
+    { "describe", l_describe },
     { "retry_plan", l_retry_plan },
     { "retry_after", l_retry_after },
     { "backoff", l_backoff },
@@ -650,19 +680,21 @@ int luaopen_topcalls_core(lua_State *L)
     if (curl_init_code != CURLE_OK)
         return luaL_error(L, "topcalls: curl_global_init failed: %s", curl_easy_strerror(curl_init_code));
 
-    tc_buf_register(L);
+    tc_buf_open(L);
     register_class(L, CLIENT_MT, client_meta, client_methods);
     register_class(L, BULK_MT, bulk_meta, bulk_methods);
 
     lua_newtable(L);
     tc_setfuncs(L, core_functions);
-    tc_schema_new_scratch(L);      /* one body buffer per Lua state, reused */
-    lua_pushcclosure(L, l_encode, 1);
-    lua_setfield(L, -2, "encode");
+    tc_buf_push(L, (size_t)-1 / 2);   /* one body buffer per Lua state, reused */
+    lua_pushcclosure(L, l_body, 1);
+    lua_setfield(L, -2, "body");
     curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
     lua_pushstring(L, vi->version);
     lua_setfield(L, -2, "curl_version");
     lua_pushinteger(L, TC_BODY_LIMIT);
     lua_setfield(L, -2, "body_limit");
+    lua_pushinteger(L, TC_BULK_MAX_CONCURRENCY);
+    lua_setfield(L, -2, "max_concurrency");
     return 1;
 }

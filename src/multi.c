@@ -12,22 +12,14 @@
 #include <unistd.h>
 #include "tc.h"
 
-/* Monotonic seconds, for schedules and elapsed times. */
-double tc_monotonic(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* Set up an empty run of at most `capacity` items on `concurrency` lanes.
  * b must be zeroed (it lives in a userdata whose __gc calls tc_bulk_free,
  * which copes with every partial state). Returns 0, or -1 when memory or
  * libcurl handles ran out. */
-int tc_bulk_init(tc_bulk_t *b, tc_client_t *c, const char *url, long timeout_ms,
+int tc_bulk_init(tc_bulk_t *b, const tc_settings_t *s, const char *url, long timeout_ms,
                  int concurrency, int capacity)
 {
-    b->client = c;
+    b->settings = s;
     b->owner_pid = getpid();
     b->timeout_ms = timeout_ms;
     if ((b->url = strdup(url)) == NULL)
@@ -152,10 +144,9 @@ static double next_due(const tc_bulk_t *b)
 static int start(tc_bulk_t *b, tc_bulk_slot_t *s, int item, double now)
 {
     tc_bulk_item_t *it = &b->items[item];
-    tc_request_t rq = { "POST", b->url, it->body, it->body_len, it->key, b->timeout_ms };
-    if (tc_exchange_prepare(&s->ex, b->client, &rq) != 0)
+    tc_request_t rq = { TC_POST, b->url, "", it->body, it->body_len, it->key, b->timeout_ms };
+    if (tc_exchange_prepare(&s->ex, b->settings, &b->sockets, &rq) != 0)
         return -1;
-    tc_sockets_adopt(&b->sockets, s->ex.easy);
     curl_easy_setopt(s->ex.easy, CURLOPT_PRIVATE, (void *)s);
     if (curl_multi_add_handle(b->multi, s->ex.easy) != CURLM_OK)
         return -1;

@@ -1,10 +1,12 @@
 /*
  * retry.c - which failures a retry could cure and how long to wait: pure
- * functions shared by the single call and the bulk path.
+ * functions shared by the single call and the bulk path, and the
+ * monotonic clock their delays are scheduled on.
  * SPDX-License-Identifier: MIT
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "tc.h"
 
 /* Failures before a full response arrived: resolving, connecting, timing
@@ -101,4 +103,12 @@ const char *tc_retry_verdict_name(tc_retry_verdict_t v)
 {
     static const char *const names[] = { "retry", "not_retryable", "exhausted", "retry_after_too_long" };
     return names[v];
+}
+
+/* Monotonic seconds, for schedules and elapsed times. */
+double tc_monotonic(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }

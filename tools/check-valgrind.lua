@@ -104,6 +104,24 @@ local function soak()
     expect_err("validation", c.carriers.delete("../x"))
     expect_err("validation", c.carriers.add(carrier(), { idempotency_key = "short" }))
   end)
+  case("phone numbers, lists across pages, get, add_many", function()
+    local c = client()
+    local got = assert(c.carriers.add(carrier()))
+    local n = assert(c.phone_numbers.add{ number = "+14155550100", voip_carrier_sid = got.voip_carrier_sid,
+                                         label = "Soak" })
+    assert(c.phone_numbers.get(n.id).number == "+14155550100")
+    expect_err("validation", c.phone_numbers.add{ number = "+999123", label = "" })
+    local results, summary = c.phone_numbers.add_many({ { number = "+14155550101" }, { number = "+0123" } })
+    assert(summary.succeeded == 1 and results[2].err.kind == "validation", tostring(summary.succeeded))
+    local seen = 0
+    for rec in c.phone_numbers.each{ page_size = 1 } do seen = seen + 1; assert(tostring(rec):find("+1415", 1, true)) end
+    assert(seen == 2, "each saw " .. seen)
+    assert(#assert(c.carriers.list{ page_size = 1 }) == 1)
+    assert(c.carriers.get(got.id).id == got.id)                    -- the list fallback
+    expect_err("api", c.carriers.delete(got.id))                   -- 422: it has numbers
+    for rec in c.phone_numbers.each() do assert(c.phone_numbers.delete(rec.id)) end
+    assert(c.carriers.delete(got.id))
+  end)
   case("api errors", function()
     local c = client({ max_retries = 0 })
     emu.faults({ { status = 422, content_type = "application/problem+json",

@@ -9,7 +9,7 @@ local json    = require "topcalls.json"
 
 local type, pairs, ipairs, next, tostring, pcall, setmetatable, getenv, open =
       type, pairs, ipairs, next, tostring, pcall, setmetatable, os.getenv, io.open
-local floor, huge, find, match = math.floor, math.huge, string.find, string.match
+local floor, huge, find, match, byte = math.floor, math.huge, string.find, string.match, string.byte
 
 local _M = { VERSION = "0.1.0" }
 
@@ -183,6 +183,7 @@ end
 
 -- Is this a JSON media type? ("application/json", "application/problem+json")
 local function is_json(content_type)
+  if content_type == "application/json" then return true end   -- the common answer, no pattern needed
   local mt = match(content_type or "", "^%s*([^;%s]+)")
   return mt ~= nil and (mt:lower() == "application/json" or find(mt:lower(), "^application/[%w.%-]+%+json$") ~= nil)
 end
@@ -238,17 +239,20 @@ end
 
 -- Map one finished attempt to value | nil, message, err. `on_ok` turns a
 -- 2xx response into the value.
-local function finish(handle, res, attempts, verdict, on_ok)
-  local fields = {
+-- The error fields of a finished attempt; built only for a failure.
+local function fields_of(res, attempts)
+  return {
     attempts = attempts,
+    status = res.status,
     retryable = res.retryable,
     retry_after = res.retry_after,
     request_id = res.headers["x-request-id"],
   }
-  if res.kind == "ok" then
-    fields.status = res.status
-    return on_ok(res, fields)
-  end
+end
+
+local function finish(handle, res, attempts, verdict, on_ok)
+  if res.kind == "ok" then return on_ok(res, attempts) end
+  local fields = fields_of(res, attempts)
   local redact = function(s) return handle:redact(s) end
   if res.kind == "transport" then
     fields.curl_code = res.curl_code
@@ -260,16 +264,18 @@ local function finish(handle, res, attempts, verdict, on_ok)
 end
 
 -- A 2xx body that must be a JSON object.
-function _M.decode_object(res, fields)
+function _M.decode_object(res, attempts)
   local ct = res.headers["content-type"]
   if ct and not is_json(ct) then
-    return errors.fail("decode", "expected a JSON response but got " .. ct, fields)
+    return errors.fail("decode", "expected a JSON response but got " .. ct, fields_of(res, attempts))
   end
-  local value, why = json.decode(res.body)
+  local body = res.body
+  local value, why = json.decode(body)
   -- cjson decodes arrays to tables too; an object starts with '{'
-  if type(value) == "table" and not find(res.body, "^%s*{") then why = "got a JSON array" end
+  if type(value) == "table" and byte(body, 1) ~= 123 and not find(body, "^%s*{") then why = "got a JSON array" end
   if type(value) ~= "table" or why then
-    return errors.fail("decode", "response body is not a JSON object: " .. (why or "got a " .. type(value)), fields)
+    return errors.fail("decode", "response body is not a JSON object: " .. (why or "got a " .. type(value)),
+                       fields_of(res, attempts))
   end
   return value
 end
@@ -280,34 +286,111 @@ function _M.no_key()
                      .. "TOPCALLS_API_KEY environment variable")
 end
 
+-- A 2xx body of a list request: a bare JSON array or an object (with
+-- `data` and paging fields); the resource layer reads the shape.
+local function decode_page(res, attempts)
+  local ct = res.headers["content-type"]
+  if ct and not is_json(ct) then
+    return errors.fail("decode", "expected a JSON response but got " .. ct, fields_of(res, attempts))
+  end
+  local value, why = json.decode(res.body)
+  if type(value) ~= "table" then
+    return errors.fail("decode", "list response is not JSON: " .. (why or "got a " .. type(value)),
+                       fields_of(res, attempts))
+  end
+  return { body = value, array = find(res.body, "^%s*%[") ~= nil }
+end
+
+-- How a successful answer becomes a value, by name: names, not
+-- functions, cross nginx's thread boundary (topcalls.ngx).
+_M.DECODERS = {
+  object = _M.decode_object,
+  page = decode_page,
+  none = function() return true end,
+}
+
+-- One finished attempt of a request `rq` (method, path, key, max_retries,
+-- index): log it and decide. Both the single call and the bulk engine go
+-- through here, so they retry and log alike. Returns delay (try again
+-- after it) or nil, verdict.
+local function step(s, rq, res, attempt, elapsed)
+  local delay, verdict = nil, "done"
+  if res.kind ~= "ok" then
+    delay, verdict = core.retry_plan(attempt, rq.max_retries, res.retryable, res.retry_after)
+  end
+  if s.logger then
+    call_logger(s, {
+      method = rq.method, url = s.base_url .. rq.path, attempt = attempt, max_attempts = rq.max_retries + 1,
+      outcome = res.kind, status = res.status, curl_code = res.kind == "transport" and res.curl_code or nil,
+      error = res.error, elapsed = elapsed, retry_in = delay,
+      verdict = verdict,
+      request_id = res.headers["x-request-id"], idempotency_key = rq.key, index = rq.index,
+    })
+  end
+  return delay, verdict
+end
+
 -- Run one logical call: attempts with retries, one idempotency key for
--- all of them (POST). Returns the value of on_ok, or nil, message, err.
-function _M.call(state, method, path, body, call, on_ok)
+-- all of them (POST). `decode` names a DECODERS entry. Returns its value,
+-- or nil, message, err.
+function _M.call(state, method, path, body, call, decode)
   if not state.handle:has_key() then return _M.no_key() end
   local s = state.settings
+  local rq = {
+    method = method, path = path,
+    key = method == "POST" and (call.idempotency_key or core.uuid4()) or nil,
+    max_retries = call.max_retries or s.max_retries,
+  }
   local timeout = call.timeout or s.timeout
-  local max_retries = call.max_retries or s.max_retries
-  local key = method == "POST" and (call.idempotency_key or core.uuid4()) or nil
-  local attempts = 0
+  local attempt = 0
   while true do
-    attempts = attempts + 1
+    attempt = attempt + 1
     local started = s.logger and core.now()
-    local res = state.handle:perform(method, path, body, key, timeout)
-    local delay, verdict = core.retry_plan(attempts, max_retries, res.retryable, res.retry_after)
-    if s.logger then
-      call_logger(s, {
-        method = method, url = s.base_url .. path, attempt = attempts, max_attempts = max_retries + 1,
-        outcome = res.kind, status = res.status, curl_code = res.kind == "transport" and res.curl_code or nil,
-        error = res.error, elapsed = core.now() - started, retry_in = delay,
-        verdict = res.kind == "ok" and "done" or verdict,
-        request_id = res.headers["x-request-id"], idempotency_key = key,
-      })
-    end
+    local res = state.handle:perform(method, path, body, rq.key, timeout)
+    local delay, verdict = step(s, rq, res, attempt, started and core.now() - started)
     if not delay then
-      return finish(state.handle, res, attempts, verdict, on_ok)
+      return finish(state.handle, res, attempt, verdict, _M.DECODERS[decode])
     end
     core.sleep(delay)
   end
+end
+
+-- A Retry-After on these answers is meant for the whole batch (the
+-- account is rate limited, or the service is unavailable): new starts wait.
+local BATCH_WIDE_STATUS = { [429] = true, [503] = true }
+
+-- POST every item of `items` ({ body, key, index }) to path concurrently
+-- on one curl multi handle (multi.c). Every finished item is handed to
+-- on_result(k, value | nil, message, err) in completion order; `index`
+-- is what the logger calls the item (its place in the caller's list).
+-- opts: concurrency, timeout, max_retries, stop_on_error (start nothing
+-- new after a failure; what never started gets no result).
+function _M.bulk(state, path, items, opts, on_result)
+  if not state.handle:has_key() then return _M.no_key() end
+  local s = state.settings
+  local max_retries = opts.max_retries or s.max_retries
+  local bulk = state.handle:bulk(path, opts.timeout or s.timeout, opts.concurrency, #items)
+  for k = 1, #items do bulk:add(items[k].body, items[k].key) end
+  local rq = { method = "POST", path = path, max_retries = max_retries }
+  while true do
+    local batch = bulk:run()
+    if batch[1] == nil then break end
+    for _, out in ipairs(batch) do
+      local k = out.index
+      rq.key, rq.index = items[k].key, items[k].index
+      local delay, verdict = step(s, rq, out, out.attempt, out.elapsed)
+      if delay then
+        if out.retry_after and BATCH_WIDE_STATUS[out.status] then bulk:hold(delay) end
+        bulk:retry(k, delay)
+      else
+        local value, msg, err = finish(state.handle, out, out.attempt, verdict, _M.decode_object)
+        on_result(k, value, msg, err)
+        if not value and opts.stop_on_error then bulk:stop() end
+      end
+    end
+  end
+  bulk:close()
+  return true
 end
 
 -- Build the client state for opts: state, or nil, message, err.
@@ -322,6 +405,5 @@ function _M.new_state(opts)
 end
 
 _M.is_number = is_number
-_M.finish = finish
 
 return _M

@@ -17,11 +17,20 @@
 -- @license MIT
 
 local client   = require "topcalls.client"
-local carriers = require "topcalls.carriers"
+local resource = require "topcalls.resource"
+local view     = require "topcalls.view"
+local fleet    = require "topcalls.fleet"
 
-local type, error, setmetatable, tostring = type, error, setmetatable, tostring
+local type, error, setmetatable, tostring, ipairs = type, error, setmetatable, tostring, ipairs
 
 local _M = { VERSION = client.VERSION, _VERSION = client.VERSION }
+
+--- The resources, in the order help() lists them: each a descriptor
+-- (`name`, `path`, `schema`, ...) whose operations every client has.
+_M.resources = {
+  resource.declare(require "topcalls.carriers"),
+  resource.declare(require "topcalls.phone_numbers"),
+}
 
 local client_mt = {
   __name = "topcalls.client",
@@ -48,7 +57,13 @@ function _M.new(opts)
   end
   local state, msg, err = client.new_state(opts or {})
   if not state then return nil, msg, err end
-  return setmetatable({ carriers = carriers.new(state), _handle = state.handle }, client_mt)
+  local c = { _handle = state.handle }
+  local transport = resource.direct(state)
+  for _, desc in ipairs(_M.resources) do
+    c[desc.name] = resource.front(desc, transport, state.settings.strict)
+  end
+  c.fleet = fleet.bind(c, state.settings.base_url)
+  return setmetatable(c, client_mt)
 end
 
 --- The carriers resource.
@@ -91,11 +106,20 @@ end
 -- @return `true`, or `nil, message, err` with `kind = "validation"` and
 --  every violation in `err.errors` as `{ path, message, code }`
 
-_M.carriers = carriers.default_resource(_M.new, { "add", "add_many", "delete" }, function(params)
-  carriers.check_args("validate", params)
-  local ok, msg, err = carriers.validate_params(params, true)
-  if not ok then return nil, msg, err end
-  return true
-end)
+for _, desc in ipairs(_M.resources) do
+  _M[desc.name] = resource.default(desc, _M.new)
+end
+
+--- Declarative sync of carriers and their numbers (topcalls.fleet) on
+-- the default client; `client.fleet` is a client's own.
+_M.fleet = fleet.bind(_M)
+
+--- Print help: the resources and their operations, or one topic
+-- ("carriers", "carriers.add" with every field and its rules).
+-- @string[opt] topic
+function _M.help(topic)
+  local text, why = view.help_text(_M.resources, resource, topic)
+  print(text or why)   -- the global print of the moment: a REPL or host may have replaced it
+end
 
 return _M

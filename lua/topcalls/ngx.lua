@@ -7,10 +7,10 @@
 
 local topcalls = require "topcalls"
 local client   = require "topcalls.client"
-local carriers = require "topcalls.carriers"
+local resource = require "topcalls.resource"
 local errors   = require "topcalls.errors"
 local json     = require "topcalls.json"
-local core     = require "topcalls.core"
+local fleet    = require "topcalls.fleet"
 
 local type, pairs, ipairs, tostring, pcall, setmetatable, error, sort, concat =
       type, pairs, ipairs, tostring, pcall, setmetatable, error, table.sort, table.concat
@@ -43,10 +43,10 @@ local function null_to_mark(v) return copy_plain(v, NULL, NULL_MARK) end
 local function mark_to_null(v) return copy_plain(v, NULL_MARK, NULL) end
 
 ---------------------------------------------------------------------------
--- The pool-thread side. One client per option set, per thread VM; thread
--- VMs are reused, so the connection stays alive between tasks.
+-- The pool-thread side. One client state per option set, per thread VM;
+-- thread VMs are reused, so the connection stays alive between tasks.
 
-local thread_clients, thread_count = {}, 0
+local thread_states, thread_count = {}, 0
 local MAX_THREAD_CLIENTS = 32
 local events   -- the running task's logger events, when its caller wants them
 
@@ -54,31 +54,48 @@ local function thread_logger(event)
   if events then events[#events + 1] = event end
 end
 
--- ngx.run_worker_thread(pool, "topcalls.ngx", "run", op, key, opts, first, call, want_events)
+-- The two transport functions, run in a pool thread: their arguments
+-- and results are plain data.
+local THREAD_WORK = {
+  call = function(state, a)
+    local value, _, err = client.call(state, a.method, a.path, a.body, a.call, a.decoder)
+    if value == nil then return false, null_to_mark(err) end
+    return true, null_to_mark(value)
+  end,
+  bulk = function(state, a)
+    local results = {}
+    local ok, _, err = client.bulk(state, a.path, a.items, a.opts, function(k, value, _, verr)
+      results[#results + 1] = { k = k, value = null_to_mark(value), err = null_to_mark(verr) }
+    end)
+    if not ok then return false, null_to_mark(err) end
+    return true, results
+  end,
+}
+
+-- ngx.run_worker_thread(pool, "topcalls.ngx", "run", work, key, opts, args, want_events)
 -- Returns true, value, events | false, plain error table, events.
 -- Never raises for a call's failure; opts hold no functions.
-function _M.run(op, key, opts, first, call, want_events)
-  local c = thread_clients[key]
-  if not c then
+function _M.run(work, key, opts, args, want_events)
+  local state = thread_states[key]
+  if not state then
     local o = {}
     for k, v in pairs(opts) do o[k] = v end
     o.logger = thread_logger
     local _, err
-    c, _, err = topcalls.new(o)
-    if not c then return false, null_to_mark(err) end
-    if thread_count >= MAX_THREAD_CLIENTS then thread_clients, thread_count = {}, 0 end
-    thread_clients[key], thread_count = c, thread_count + 1
+    state, _, err = client.new_state(o)
+    if not state then return false, null_to_mark(err) end
+    if thread_count >= MAX_THREAD_CLIENTS then thread_states, thread_count = {}, 0 end
+    thread_states[key], thread_count = state, thread_count + 1
   end
   events = want_events and {} or nil
-  local ok, value, _, err = pcall(c.carriers[op], first, call)
+  local ok, success, value = pcall(THREAD_WORK[work], state, args)
   local ev = events
   events = nil
   if not ok then
     return false, { kind = "transport", message = "topcalls: transport: worker thread failed: "
-                    .. errors.one_line(value), errors = {}, retryable = false, attempts = 0 }, ev
+                    .. errors.one_line(success), errors = {}, retryable = false, attempts = 0 }, ev
   end
-  if value == nil then return false, null_to_mark(err), ev end
-  return true, null_to_mark(value), ev
+  return success, value, ev
 end
 
 ---------------------------------------------------------------------------
@@ -109,6 +126,70 @@ local function no_pool_error(pool, why)
     .. "or use require \"topcalls\" for a blocking call")
 end
 
+-- The transport that runs each request in a pool thread (or directly in
+-- the master, where blocking stalls nothing). `direct` is the transport
+-- of a state built from the same options, used in init_by_lua.
+local function thread_transport(pool, key, plain, logger, direct)
+  -- Run `work` in a pool thread: ok, value | false, plain error.
+  local function hop(work, args)
+    local ok, success, value, ev = ngx.run_worker_thread( -- luacheck: ignore 143 (ngx_lua >= 0.10.20)
+      pool, "topcalls.ngx", "run", work, key, plain, args, logger ~= nil)
+    if not ok then
+      if type(success) == "string" and success:find("not found", 1, true) then
+        return false, select(3, no_pool_error(pool, success))
+      end
+      return false, select(3, errors.fail("transport", "nginx worker thread failed: " .. tostring(success),
+                                          { retryable = false }))
+    end
+    if logger and ev then
+      for _, e in ipairs(ev) do pcall(logger, e) end
+    end
+    return success, value
+  end
+
+  -- Where the call may run: "direct", "thread", or nil, message, err.
+  local function where()
+    local phase = ngx.get_phase()
+    if phase == "init" then return "direct" end
+    if THREAD_PHASES[phase] then return "thread" end
+    return errors.fail("config", "topcalls.ngx cannot run in the " .. phase .. " phase (no thread "
+      .. "hop possible there): call it from a content/access/rewrite handler or an ngx.timer")
+  end
+
+  return {
+    ready = direct.ready,
+    call = function(method, path, body, call, decoder)
+      local w, msg, err = where()
+      if w ~= "thread" then
+        if w == "direct" then return direct.call(method, path, body, call, decoder) end
+        return nil, msg, err
+      end
+      local ok, value = hop("call", { method = method, path = path, body = body, call = call, decoder = decoder })
+      if not ok then return rebuild(value) end
+      return mark_to_null(value)
+    end,
+    -- The whole run happens in one pool thread; its results reach
+    -- on_result (and so on_progress) when it is over.
+    bulk = function(path, items, opts, on_result)
+      local w, msg, err = where()
+      if w ~= "thread" then
+        if w == "direct" then return direct.bulk(path, items, opts, on_result) end
+        return nil, msg, err
+      end
+      local ok, value = hop("bulk", { path = path, items = items, opts = opts })
+      if not ok then return rebuild(value) end
+      for _, r in ipairs(value) do
+        if r.value ~= nil then
+          on_result(r.k, mark_to_null(r.value))
+        else
+          on_result(r.k, rebuild(r.err))
+        end
+      end
+      return true
+    end,
+  }
+end
+
 --- Create a client: the options of topcalls.new plus `pool` (the
 -- thread_pool name, default "topcalls"). Returns the client, or nil,
 -- message, err (kind "config"). Options are checked here, at once.
@@ -123,77 +204,33 @@ function _M.new(opts)
       message = "must be the name of an nginx thread_pool" } })
   end
   pool = pool or DEFAULT_POOL
-  local plain = {}
+  local plain, direct_opts = {}, {}
   for k, v in pairs(opts) do
     if k ~= "pool" and k ~= "logger" then plain[k] = v end
+    if k ~= "pool" then direct_opts[k] = v end
   end
-  local logger = opts.logger
-  -- Check every option (and open nothing yet) the way topcalls.new does;
-  -- the state also serves calls made in the master (init_by_lua).
-  local direct_opts = {}
-  for k, v in pairs(plain) do direct_opts[k] = v end
-  direct_opts.logger = logger
-  local direct, msg, err = topcalls.new(direct_opts)
-  if not direct then return nil, msg, err end
-  local strict = plain.strict ~= false
-  local key = options_key(plain)
+  -- Check every option the way topcalls.new does; the state also serves
+  -- calls made in the master (init_by_lua).
+  local state, msg, err = client.new_state(direct_opts)
+  if not state then return nil, msg, err end
+  local transport = thread_transport(pool, options_key(plain), plain, opts.logger, resource.direct(state))
 
-  -- One call: validate here, then hop to a pool thread.
-  local function call(op, first, call_opts)
-    local phase = ngx.get_phase()
-    if phase == "init" then return direct.carriers[op](first, call_opts) end
-    if not THREAD_PHASES[phase] then
-      return errors.fail("config", "topcalls.ngx cannot run in the " .. phase .. " phase (no thread "
-        .. "hop possible there): call it from a content/access/rewrite handler or an ngx.timer")
-    end
-    local ok, success, value, ev = ngx.run_worker_thread( -- luacheck: ignore 143 (ngx_lua >= 0.10.20)
-      pool, "topcalls.ngx", "run", op, key, plain, first, call_opts or {}, logger ~= nil)
-    if not ok then
-      if type(success) == "string" and success:find("not found", 1, true) then
-        return no_pool_error(pool, success)
-      end
-      return errors.fail("transport", "nginx worker thread failed: " .. tostring(success),
-                         { retryable = false })
-    end
-    if logger and ev then
-      for _, e in ipairs(ev) do pcall(logger, e) end
-    end
-    if success then return mark_to_null(value) end
-    return rebuild(value)
+  local c = { pool = pool }
+  for _, desc in ipairs(topcalls.resources) do
+    c[desc.name] = resource.front(desc, transport, state.settings.strict)
   end
-
-  local res = {}
-  function res.validate(params)
-    carriers.check_args("validate", params)
-    local ok, m, e = carriers.validate_params(params, strict)
-    if not ok then return nil, m, e end
-    return true
-  end
-  function res.add(params, call_opts)
-    carriers.check_args("add", params, call_opts)
-    local ok, m, e = carriers.validate_params(params, strict, call_opts or {})
-    if not ok then return nil, m, e end
-    return call("add", params, call_opts)
-  end
-  function res.delete(carrier_id, call_opts)
-    carriers.check_args("delete", carrier_id, call_opts)
-    local problems = client.check_options(call_opts or {}, client.CALL_OPTIONS)
-    if not core.check("uuid", carrier_id) then
-      problems[#problems + 1] = { path = "carrier_id", code = "format",
-        message = "must be a carrier record id (a UUID)" }
-    end
-    if #problems > 0 then return errors.violations("validation", problems) end
-    return call("delete", carrier_id, call_opts)
-  end
-
-  return setmetatable({ carriers = res, pool = pool }, {
+  c.fleet = fleet.bind(c, state.settings.base_url)
+  return setmetatable(c, {
     __name = "topcalls.ngx.client",
-    __tostring = function() return "topcalls.ngx.client (pool " .. pool .. ", " .. tostring(direct) .. ")" end,
+    __tostring = function() return "topcalls.ngx.client (pool " .. pool .. ", " .. tostring(state.handle) .. ")" end,
     __metatable = "topcalls.ngx.client",
   })
 end
 
--- The default client (environment options, pool "topcalls").
-_M.carriers = carriers.default_resource(_M.new, { "add", "delete" }, topcalls.carriers.validate)
+-- The default client's resources (environment options, pool "topcalls").
+for _, desc in ipairs(topcalls.resources) do
+  _M[desc.name] = resource.default(desc, _M.new)
+end
+_M.fleet = fleet.bind(_M)
 
 return _M

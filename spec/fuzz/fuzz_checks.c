@@ -9,6 +9,7 @@
 #include <strings.h>
 #include "fuzz.h"
 #include "tc.h"
+#include "country_codes.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -63,6 +64,33 @@ static int ref_ipv4(const char *s, size_t n)
     return (size_t)len == n && memcmp(buf, s, n) == 0;
 }
 
+/* Reference E.164: counts the digits after '+', then tries every code of
+ * the table as a decimal prefix (so the prefix-free claim is checked too,
+ * and the bit map against its stated count). */
+static int ref_e164(const char *s, size_t n)
+{
+    size_t d = 0;
+    if (n == 0 || s[0] != '+')
+        return -1;
+    while (1 + d < n && s[1 + d] >= '0' && s[1 + d] <= '9')
+        d++;
+    if (1 + d != n || d < 2 || d > 15 || s[1] == '0')
+        return -1;
+    int found = 0, total = 0;
+    for (unsigned c = 0; c < 1000; c++) {
+        if (!(tc_country_code_bits[c / 8] >> (c % 8) & 1))
+            continue;
+        char code[8];
+        int len = snprintf(code, sizeof code, "%u", c);
+        total++;
+        if ((size_t)len <= d && memcmp(code, s + 1, (size_t)len) == 0)
+            found++;
+    }
+    FZ_ASSERT(total == TC_COUNTRY_CODE_COUNT, "%d codes in the map", total);
+    FZ_ASSERT(found <= 1, "%d codes begin '%.*s'", found, (int)n, s);
+    return found ? 0 : -2;
+}
+
 static void check_one(const char *s, size_t n)
 {
     int ip = tc_check_ipv4(s, n);
@@ -72,6 +100,7 @@ static void check_one(const char *s, size_t n)
     int sip = tc_has_sip_prefix(s, n);
     int uuid = tc_check_uuid(s, n);
     int tok = tc_check_token(s, n);
+    int e164 = tc_check_e164(s, n);
 
     FZ_ASSERT(ip == ref_ipv4(s, n), "ipv4 %d vs reference", ip);
     FZ_ASSERT(!(ip && host), "a dotted quad is never a hostname");
@@ -91,6 +120,9 @@ static void check_one(const char *s, size_t n)
         FZ_ASSERT(n >= 7 && n <= 15 && !ws && !tok && u8 == (long)n, "ipv4 of %zu bytes", n);
     if (uuid)
         FZ_ASSERT(n == 36 && tok && !ws && u8 == 36, "uuid");
+    FZ_ASSERT(e164 == ref_e164(s, n), "e164 %d vs reference", e164);
+    if (e164 != -1)
+        FZ_ASSERT(n >= 3 && n <= 16 && !ws && !tok && !host && !ip && u8 == (long)n, "e164 of %zu bytes", n);
 }
 
 /* Levenshtein properties on three strings cut from the input. */

@@ -1,8 +1,8 @@
 /*
  * fuzz_headers.c - libFuzzer target for the two readers of a raw response
- * header block: tc_header_find (http.c) and the binding's push_headers
- * (core.c, static, so core.c is included here), which builds the Lua
- * `headers` table. The block is an exact-size heap copy ended by a NUL,
+ * header block: tc_header_find (http.c) and tc_exchange_classify's one
+ * pass that push_headers (core.c, static, so core.c is included here)
+ * turns into the Lua `headers` table. The block is an exact-size heap copy ended by a NUL,
  * as tc_buf keeps it, so ASan sees any read past it. The two readers must
  * agree: a wanted header tc_header_find finds is in the table with exactly
  * that (first) value, and no other header is.
@@ -17,10 +17,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static lua_State *L;
 
-/* push_headers under lua_pcall: [-0, +1] the table */
+/* The block classified as a 200's headers (tc_exchange_classify finds
+ * the wanted ones), then push_headers, under lua_pcall: [-0, +1] the table */
 static int run_push_headers(lua_State *Ls)
 {
-    push_headers(Ls, lua_touserdata(Ls, 1));
+    tc_exchange_t ex;
+    tc_outcome_t out;
+    memset(&ex, 0, sizeof ex);
+    ex.head = *(const tc_buf_t *)lua_touserdata(Ls, 1);
+    ex.status = 200;
+    tc_exchange_classify(&ex, &out, 0);
+    push_headers(Ls, &out);
     return 1;
 }
 
@@ -42,8 +49,8 @@ static void agree(const tc_buf_t *head, int table, const char *name)
     int wanted = 0;
     for (size_t i = 0; i <= nlen; i++)
         lower[i] = (char)((name[i] >= 'A' && name[i] <= 'Z') ? name[i] + 32 : name[i]);
-    for (const char *const *w = wanted_headers; *w; w++)
-        wanted |= strcmp(*w, lower) == 0;
+    for (int i = 0; i < TC_H_COUNT; i++)
+        wanted |= strcmp(tc_wanted_headers[i], lower) == 0;
     lua_pushlstring(L, lower, nlen);
     lua_rawget(L, table);
     size_t tlen;

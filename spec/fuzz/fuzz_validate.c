@@ -253,6 +253,52 @@ static void call_validate(lua_State *L, int validate, int params, int strict)
     FZ_ASSERT(lua_isnil(L, -2) != lua_isnil(L, -1), "exactly one of normalized, errors");
 }
 
+/* body(params, strict) through the real core.body: leaves exactly two
+ * values, body|false|nil and errors|nil. */
+static void call_body(lua_State *L, int body, int params, int strict)
+{
+    int top = lua_gettop(L);
+    lua_pushvalue(L, body);
+    lua_pushvalue(L, params);
+    lua_pushboolean(L, strict);
+    FZ_ASSERT(lua_pcall(L, 2, LUA_MULTRET, 0) == LUA_OK, "body raised: %s", lua_tostring(L, -1));
+    lua_settop(L, top + 2);
+}
+
+/* The one-walk writer (core.body) and the table walker (core.validate)
+ * must agree: the same errors (paths and codes, in order), a body exactly
+ * when the table is valid, and the same bytes for params and for their
+ * normalized copy (defaults written as if given). v is validate's pair. */
+static void check_body_agrees(lua_State *L, int body, int params, int strict, int v)
+{
+    call_body(L, body, params, strict);
+    int b = lua_gettop(L) - 1;
+    if (!lua_isnil(L, v + 1)) {
+        FZ_ASSERT(lua_isnil(L, b) && !lua_isnil(L, b + 1), "validate refused, body did not");
+        int n = (int)lua_rawlen(L, v + 1);
+        FZ_ASSERT((int)lua_rawlen(L, b + 1) == n, "error counts differ");
+        for (int i = 1; i <= n; i++) {
+            lua_rawgeti(L, v + 1, i);
+            lua_rawgeti(L, b + 1, i);
+            int e1 = lua_gettop(L) - 1;
+            lua_getfield(L, e1, "path");
+            lua_getfield(L, e1 + 1, "path");
+            lua_getfield(L, e1, "code");
+            lua_getfield(L, e1 + 1, "code");
+            FZ_ASSERT(lua_rawequal(L, -4, -3) && lua_rawequal(L, -2, -1), "error %d differs", i);
+            lua_pop(L, 6);
+        }
+    } else if (lua_type(L, b) == LUA_TSTRING) {
+        call_body(L, body, v, 1);
+        FZ_ASSERT(lua_type(L, -2) == LUA_TSTRING, "the normalized copy has no body");
+        FZ_ASSERT(lua_rawequal(L, b, -2), "params and their normalized copy give other bytes");
+        lua_pop(L, 2);
+    } else {
+        FZ_ASSERT(!strict && lua_type(L, b) == LUA_TBOOLEAN, "valid, but neither a body nor the undeclared-fields answer");
+    }
+    lua_pop(L, 2);
+}
+
 static int build(lua_State *L)
 {
     dec_t *d = lua_touserdata(L, 1);
@@ -269,6 +315,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     luaL_requiref(L, "topcalls.core", luaopen_topcalls_core, 0);
     lua_getfield(L, -1, "validate");
     int validate = lua_gettop(L);
+    lua_getfield(L, -2, "body");
+    int body = lua_gettop(L);
 
     dec_t d = { { data, size }, 0, 0, 400 };
     lua_pushcfunction(L, build);
@@ -277,6 +325,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int params = lua_gettop(L);
 
     call_validate(L, validate, params, 1);
+    check_body_agrees(L, body, params, 1, lua_gettop(L) - 1);
     int strict_ok = !lua_isnil(L, -2);
     int strict_count = 0, unknown = 0;
     if (!strict_ok) {
@@ -295,6 +344,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lua_pop(L, 2);
 
     call_validate(L, validate, params, 0);
+    check_body_agrees(L, body, params, 0, lua_gettop(L) - 1);
     if (lua_isnil(L, -2)) {
         int n = (int)lua_rawlen(L, -1);
         FZ_ASSERT(check_errors(L, lua_gettop(L), n) == 0, "unknown_field while not strict");

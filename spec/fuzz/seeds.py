@@ -26,6 +26,8 @@ checks = {
     "whitespace": "a b\t\r\n", "distance": "carrier_name\ncarier_name\ncarrier",
     "label-63": "a" * 63 + ".com", "label-64": "a" * 64 + ".com",
     "host-253": ".".join(["a" * 61] * 4) + "a",
+    "e164": "+14155550100", "e164-nongeo": "+80012345678", "e164-unassigned": "+999123456789",
+    "e164-15": "+123456789012345", "e164-16": "+1234567890123456", "e164-zero": "+0123",
 }
 for k, v in checks.items():
     write("fuzz_checks", k, v)

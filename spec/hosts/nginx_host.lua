@@ -101,6 +101,16 @@ describe("nginx: the example gateway (topcalls.ngx, thread pool)", function()
     assert.is_true(reused >= 4, "only " .. reused .. " of 8 requests reused a connection")
   end)
 
+  it("runs fleet plan and apply through the pool; the next plan is empty", function()
+    local name = h.unique("ngx fleet")
+    local n = os.time() % 1000000
+    local status, body, raw = h.request("GET", h.pool_url .. "/fleet?n=" .. n .. "&name=" .. name:gsub(" ", "%%20"))
+    assert.are.equal(200, status, raw)
+    assert.are.same({ add = 3, replace = 0, move = 0, delete = 0 }, body.summary, raw)
+    assert.are.same({ 3, 0, 0 }, { body.done, body.failed, body.again }, raw)
+    assert.are.equal(1, #h.carriers_named(name))
+  end)
+
   it("runs delete through the pool and replays the logger's events in the handler", function()
     local name = h.unique("ngx api")
     local status, body, raw = h.request("GET", h.pool_url .. "/api?name=" .. name:gsub(" ", "%%20"))
@@ -178,6 +188,144 @@ describe("nginx: the example gateway (topcalls.ngx, thread pool)", function()
       last_arrival = math.max(last_arrival, r.arrived_at)
     end
     assert.is_true(last_arrival < first_answer, "requests were served one after another")
+  end)
+end)
+
+describe("nginx: every operation of every resource through topcalls.ngx", function()
+  local OPERATIONS = { "add", "add_many", "get", "list", "each", "delete", "validate" }
+
+  it("carriers and phone_numbers: add, get, list, each, validate, delete, add_many with on_progress", function()
+    local name = h.unique("ngx resources")
+    local log_before = #emu.log()
+    local status, b, raw = h.request("GET", h.pool_url .. "/resources?name=" .. name:gsub(" ", "%%20"))
+    assert.are.equal(200, status, raw)
+    assert.are.equal("content", b.phase)
+    -- every operation exists on a client and on the module's default resources
+    local want_ops = {}
+    for _, res in ipairs({ "carriers", "phone_numbers" }) do
+      for _, op in ipairs(OPERATIONS) do want_ops[#want_ops + 1] = res .. "." .. op .. "=function/function" end
+    end
+    assert.are.same(want_ops, b.operations)
+
+    -- carriers: add, list, each, get
+    assert.are.equal("topcalls.carrier", b.carrier.mt)
+    assert.are.equal('carrier "' .. name .. '" ', b.carrier.text:sub(1, #name + 11))
+    assert.is_nil(b.carriers_list.err, raw)
+    assert.are.equal("topcalls.list", b.carriers_list.mt)
+    assert.are.equal("topcalls.carrier", b.carriers_list.found)
+    assert.is_truthy(b.carriers_list.text:find("carrier_name", 1, true))
+    assert.is_nil(b.carriers_each.err, raw)
+    assert.are.equal(3, #b.carriers_each.walked)
+    for i, w in ipairs(b.carriers_each.walked) do
+      assert.are.equal("topcalls.carrier", w.mt)
+      assert.are.equal(b.carriers_each.first_ids[i], w.id)
+    end
+    assert.are.equal(b.carrier.id, b.carriers_get.id)
+    assert.are.equal("topcalls.carrier", b.carriers_get.mt)
+    assert.are.equal("api", b.carriers_get_missing.kind)
+    assert.are.equal(404, b.carriers_get_missing.status)
+
+    -- phone numbers
+    assert.is_nil(b.pn_add.err, raw)
+    assert.are.equal("topcalls.phone_number", b.pn_add.mt)
+    assert.are.equal(b.carrier.sid, b.pn_add.sid)
+    assert.are.equal("host", b.pn_add.label)
+    local head = 'phone_number "' .. b.pn_add.number .. '" label=host '
+    assert.are.equal(head, b.pn_add.text:sub(1, #head))
+    assert.is_false(b.pn_add_again.ok)
+    assert.are.equal("api", b.pn_add_again.err.kind)
+    assert.are.equal(422, b.pn_add_again.err.status)
+    assert.are.equal("duplicate", b.pn_add_again.err.errors[1].code)
+    assert.are.equal(b.pn_add_again.err.message, b.pn_add_again.err.tostring)
+    assert.are.same({ id = b.pn_add.id, number = b.pn_add.number, status = "active", mt = "topcalls.phone_number" },
+                    b.pn_get)
+    assert.are.equal("topcalls.list", b.pn_list.mt)
+    assert.are.equal("topcalls.phone_number", b.pn_list.found)
+    assert.is_true(b.pn_each.found)
+    assert.are.equal(b.pn_list.n, b.pn_each.n)
+    assert.is_true(b.pn_validate.good)
+    assert.are.equal("validation", b.pn_validate.err.kind)
+    local codes = {}
+    for _, e in ipairs(b.pn_validate.err.errors) do codes[e.path] = e.code end
+    assert.are.same({ number = "format", label = "length" }, codes)
+
+    -- the server's 422 for a carrier that routes a number
+    assert.are.equal(422, b.carrier_delete_busy.err.status)
+    assert.are.equal("cannot delete carrier with active phone numbers", b.carrier_delete_busy.err.detail)
+
+    -- add_many, with on_progress once per item (in the handler's VM)
+    for _, m in ipairs({ b.carriers_many, b.numbers_many }) do
+      assert.are.same({ total = 3, succeeded = 2, failed = 1 }, m.summary)
+      assert.are.equal("validation", m.bad.kind)
+      assert.are.equal(3, #m.progress)
+      local seen = {}
+      for k, p in ipairs(m.progress) do
+        assert.are.equal(k, p.done)
+        assert.are.equal(3, p.total)
+        assert.is_nil(seen[p.i])
+        seen[p.i] = true
+      end
+      assert.are.same({ true, true, true }, seen)
+    end
+    assert.are.equal("topcalls.carrier", b.carriers_many.mt)
+    assert.are.equal("topcalls.phone_number", b.numbers_many.mt)
+    for _, m in ipairs({ " m1", " m2" }) do
+      local posts = h.requests_named(name .. m)
+      assert.are.equal(1, #posts)
+      assert.are.equal(201, posts[1].status)
+    end
+    assert.are.equal("number", b.numbers_many.bad.errors[1].path)
+
+    -- every delete went through: nothing of this test is left
+    for i, d in ipairs(b.deleted) do assert.is_true(d.ok, i .. ": " .. raw) end
+    assert.are.equal(404, b.pn_get_deleted.err.status)
+    for _, n in ipairs(emu.numbers()) do
+      assert.are_not.equal(b.pn_add.number, n.number)
+      assert.are_not.equal(b.numbers_many.numbers[1], n.number)
+      assert.are_not.equal(b.numbers_many.numbers[3], n.number)
+    end
+    assert.are.equal(0, #h.carriers_named(name))
+    assert.are.equal(0, #h.carriers_named(name .. " m1"))
+    assert.are.equal(0, #h.carriers_named(name .. " m2"))
+
+    -- on the wire: GETs and DELETEs carry no Idempotency-Key, POSTs do
+    local methods = {}
+    for i = log_before + 1, #emu.log() do
+      local r = emu.log()[i]
+      methods[r.method] = (methods[r.method] or 0) + 1
+      if r.method == "POST" then
+        assert.is_string(r.headers["idempotency-key"])
+      else
+        assert.is_nil(r.headers["idempotency-key"], r.method .. " " .. r.uri)
+      end
+    end
+    assert.is_true(methods.GET >= 7, tostring(methods.GET))
+    assert.are.equal(3 + 2 + 2, methods.POST)   -- carrier, number, the same number again (422), 2 + 2 via add_many
+    assert.are.equal(7, methods.DELETE)             -- the busy carrier, 3 numbers, 3 carriers
+  end)
+
+  it("does not stall the worker: 4 concurrent lists through a slow API overlap on 1 worker", function()
+    local before = #emu.log()
+    emu.config{ latency = 0.5 }
+    local ok, results = pcall(h.parallel_posts, h.pool_url .. "/list", { "", "", "", "" })
+    emu.config{ latency = 0 }
+    assert(ok, results)
+    for _, r in ipairs(results) do
+      assert.are.equal(200, r.status, r.raw)
+      assert.are.same({ n = 1, mt = "topcalls.list" }, r.body)
+    end
+    local first_answer, last_arrival, n = math.huge, 0, 0
+    local log = emu.log()
+    for i = before + 1, #log do
+      local r = log[i]
+      if r.uri == "/v1/phone-numbers/carriers?page_size=7" then
+        n = n + 1
+        first_answer = math.min(first_answer, r.answered_at)
+        last_arrival = math.max(last_arrival, r.arrived_at)
+      end
+    end
+    assert.are.equal(4, n)
+    assert.is_true(last_arrival < first_answer, "the list requests were served one after another")
   end)
 end)
 

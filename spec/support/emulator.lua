@@ -6,6 +6,11 @@
 --   emu.config{ latency = 0.2 }
 --   local log = emu.log()                      -- API requests, arrival order
 --   local carriers = emu.carriers()            -- stored carriers
+--   local numbers = emu.numbers()              -- stored phone numbers
+--   emu.edit{ carrier_id = id, set = { sip_gateway = { ipv4 = "198.51.100.7" } } }
+--   emu.edit{ number_id = id, set = { voip_carrier_sid = sid, label = emu.null } }
+--   emu.edit{ carrier_id = id, delete = true } -- "by hand": no 422 rule
+--   emu.config{ list_shape = "cursor", list_max_page_size = 2, carrier_get = true }
 --   emu.url, emu.tls_url, emu.ca_file, emu.dir -- from the environment
 --   emu.wrong_host_url, emu.wrong_host_ca      -- TLS, certificate for wrong.example only
 --   emu.tls_reject_url                         -- TLS, every handshake refused
@@ -20,6 +25,7 @@ local ltn12 = require "ltn12"
 local cjson = require("cjson").new()   -- private: never touch the global settings
 
 local M = {
+  null = cjson.null,            -- for emu.edit: a JSON null removes a field
   url = os.getenv("TOPCALLS_EMULATOR_URL"),
   tls_url = os.getenv("TOPCALLS_EMULATOR_TLS_URL"),
   ca_file = os.getenv("TOPCALLS_EMULATOR_CA"),
@@ -101,7 +107,9 @@ function M.faults(list)
   return call("POST", "/_emulator/faults", body).queued
 end
 
--- Runtime settings, e.g. { latency = 0.5 }.
+-- Runtime settings, e.g. { latency = 0.5 }; keys: latency, list_shape
+-- ("paged", "cursor", "array"), list_max_page_size, carrier_get.  A reset
+-- restores the defaults.  Returns every setting's current value.
 function M.config(tbl)
   assert(type(tbl) == "table", "emu.config expects a table")
   local v = call("POST", "/_emulator/config", cjson.encode(tbl))
@@ -117,6 +125,23 @@ end
 -- The stored carriers, in creation order.
 function M.carriers()
   local v = call("GET", "/_emulator/carriers")
+  return v
+end
+
+-- The stored phone numbers (every account), in creation order: the GET
+-- representation plus request_id and idempotency_key.
+function M.numbers()
+  local v = call("GET", "/_emulator/numbers")
+  return v
+end
+
+-- A change made "by hand", to create drift; see tools/emulator/README.md.
+-- { carrier_id | number_id = id, set = { field = value | emu.null } } or
+-- { carrier_id | number_id = id, delete = true }.  Returns the answer
+-- ({ ok, carrier | number } or { ok, deleted }); raises on a 400 / 404.
+function M.edit(t)
+  assert(type(t) == "table", "emu.edit expects a table")
+  local v = call("POST", "/_emulator/edit", cjson.encode(t))
   return v
 end
 

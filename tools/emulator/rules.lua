@@ -1,15 +1,17 @@
--- Server-side validation of a POST /v1/phone-numbers/carriers body, written
--- from the shared CONTRACT.md and the README's "Choices where the contract is
--- silent" only (an independent cross-check of the SDK's own validator in C).
+-- Server-side validation of request bodies (POST /v1/phone-numbers/carriers
+-- and POST /v1/phone-numbers), written from the shared CONTRACT.md, issue 9
+-- and the README's "Choices where the contract is silent" only (an
+-- independent cross-check of the SDK's own validator in C).
 --
--- The schema is a declarative table: every documented rule lives in exactly
+-- Each schema is a declarative table: every documented rule lives in exactly
 -- one place, either as a field spec or as an object-level check.  The walker
 -- below interprets it.  Pure Lua 5.1 (runs in nginx's LuaJIT and in PUC Lua).
 --
 --   local rules = require "rules"
---   local errors, body = rules.validate(decoded_json, json_null)
+--   local errors, body = rules.validate(decoded_json, json_null [, "phone_number"])
 --   -- errors: list of { path, message, code } (empty when valid)
 --   -- body:   the input with the documented defaults filled in
+--   -- the schema name defaults to "carrier"
 
 local M = {}
 
@@ -74,7 +76,25 @@ local function utf8_len(s)
   return n
 end
 
--- Named formats used by the schema.  Each gets the value and the object
+-- E.164 (^\+[1-9]\d{1,14}$) beginning with an assigned country calling code.
+-- Returns nil when fine, else "malformed" or "unassigned".
+local COUNTRY_CODES = {}
+for _, cc in ipairs(require "country_codes") do COUNTRY_CODES[tostring(cc)] = true end
+
+local function e164_problem(s)
+  local digits = s:match("^%+([1-9]%d*)$")
+  if not digits or #digits < 2 or #digits > 15 then return "malformed" end
+  for n = 1, 3 do
+    if COUNTRY_CODES[digits:sub(1, n)] then return nil end
+  end
+  return "unassigned"
+end
+
+local UUID_PATTERN = "^" .. ("%x"):rep(8) .. "%-" .. ("%x"):rep(4) .. "%-" .. ("%x"):rep(4)
+                     .. "%-" .. ("%x"):rep(4) .. "%-" .. ("%x"):rep(12) .. "$"
+local function is_uuid(s) return s:find(UUID_PATTERN) ~= nil end
+
+-- Named formats used by the schemas.  Each gets the value and the object
 -- holding it (the gateway address rule depends on its sibling `inbound`).
 -- They return nil when fine, else the error message.
 local formats = {
@@ -92,6 +112,17 @@ local formats = {
     elseif not (is_dotted_quad(v) or is_hostname(v)) then
       return "must be a dotted-quad IPv4 address or a DNS hostname"
     end
+  end,
+  e164 = function(v)
+    local p = e164_problem(v)
+    if p == "malformed" then
+      return "must be an E.164 number: '+' then 2-15 digits, the first not 0"
+    elseif p == "unassigned" then
+      return "must begin with an assigned country calling code"
+    end
+  end,
+  uuid = function(v)
+    if not is_uuid(v) then return "must be a UUID" end
   end,
   -- sip_realm / from_domain: hostname or dotted quad, no sip:/sips: prefix.
   domain = function(v)
@@ -112,6 +143,7 @@ local formats = {
 --             (not_allowed); nil when undecidable (then neither required nor
 --             not_allowed is reported)
 --   default   filled in when absent
+--   nullable  JSON null is accepted (kept as the null sentinel)
 --   enum, min/max (integer range), max_len (code points), format (name above)
 --   checks    object-level rules: function(obj, path, add)
 ---------------------------------------------------------------------------
@@ -130,7 +162,7 @@ local function trunk_is(wanted)
   end
 end
 
-local schema = { type = "object", fields = {
+local carrier = { type = "object", fields = {
   { "carrier_name", type = "string", required = true, max_len = 100 },
   { "trunk_type", type = "string", enum = TRUNK_TYPES, default = "static_ip" },
   { "sip_gateway", type = "object", required = true, fields = {
@@ -162,6 +194,17 @@ local schema = { type = "object", fields = {
       { "password", type = "string", required = true },
     } },
 } }
+
+-- POST /v1/phone-numbers.  Whether voip_carrier_sid names a carrier of the
+-- account (400) and whether the number is taken (422) are the server's
+-- business (they need its state), not the schema's.
+local phone_number = { type = "object", fields = {
+  { "number", type = "string", required = true, format = "e164" },
+  { "voip_carrier_sid", type = "string", format = "uuid" },
+  { "label", type = "string", max_len = 100, nullable = true },
+} }
+
+local schemas = { carrier = carrier, phone_number = phone_number }
 
 ---------------------------------------------------------------------------
 -- Walker
@@ -197,7 +240,10 @@ end
 local function check_value(spec, v, parent, path, add)
   local function bad(code, text) add(path, code, path .. " " .. text) end
   local t = spec.type
-  if v == add.null then return bad("type", "must not be null") end
+  if v == add.null then
+    if spec.nullable then return end
+    return bad("type", "must not be null")
+  end
   if t == "object" then
     if not is_object(v) then return bad("type", "must be an object") end
   elseif t == "boolean" then
@@ -279,7 +325,8 @@ end
 
 -- Validates a decoded body (a table).  `null` is the JSON null sentinel
 -- (cjson.null): a null value is reported as a wrong type, not as absent.
-function M.validate(body, null)
+function M.validate(body, null, schema_name)
+  local schema = assert(schemas[schema_name or "carrier"], "unknown schema")
   local errors = {}
   local add = { errors = errors, null = null }
   setmetatable(add, { __call = function(_, path, code, message)
@@ -289,8 +336,23 @@ function M.validate(body, null)
   return errors, body
 end
 
+-- Fills the documented defaults into a body without judging it (the
+-- emulator's "edit by hand" control stores what the API would store).
+local function fill_defaults(spec, obj)
+  for _, f in ipairs(spec.fields) do
+    if obj[f[1]] == nil and f.default ~= nil then obj[f[1]] = f.default end
+    if f.type == "object" and is_object(obj[f[1]]) then fill_defaults(f, obj[f[1]]) end
+  end
+  return obj
+end
+
+function M.defaults(body, schema_name)
+  return fill_defaults(assert(schemas[schema_name or "carrier"], "unknown schema"), body)
+end
+
 -- Exposed for the emulator's own use and for unit tests.
 M.is_dotted_quad, M.is_hostname, M.utf8_len = is_dotted_quad, is_hostname, utf8_len
-M.schema = schema
+M.e164_problem, M.is_uuid = e164_problem, is_uuid
+M.schema, M.schemas = carrier, schemas
 
 return M

@@ -1,15 +1,22 @@
--- A local emulator of the TopCalls carriers API, for tests.  Runs inside a
+-- A local emulator of the TopCalls BYOC API, for tests.  Runs inside a
 -- private nginx (see ./emulator); every request goes through M.handle().
 --
---   /v1/phone-numbers/carriers[/{id}]   the API (auth, validation, idempotency)
+--   /v1/phone-numbers/carriers[/{id}]   carriers: add, list, get (config), delete
+--   /v1/phone-numbers[/{id}]            phone numbers: add, list, get, delete
 --   /_emulator/*                        control API for tests (no auth, not logged)
 --
 -- All state lives in the shared dict `topcalls_emulator` as JSON strings, so
 -- it is shared by every worker:
---   latency            seconds every API request sleeps first
+--   config:<name>      runtime settings (absent: the default)
 --   faults             list (rpush/lpop): FIFO of JSON fault objects
 --   log_seq, log:<n>   the API request log
---   carrier_seq, carrier:<id>      stored carriers {seq, carrier, ...}
+--   <kind>_seq, <kind>:<id>        stored records {seq, data, ...}; kind is
+--                                  carrier or number
+--   index:<kind>:<account_id>[:<pos>]  that account's ids, creation order
+--   live:<kind>:<account_id>       how many of them are still there
+--   sid:<voip_carrier_sid>         -> carrier id
+--   e164:<account_id>:<number>     -> the number's record id
+--   numbers_on:<voip_carrier_sid>  how many numbers the carrier routes
 --   idem:<keyhash>:<key>           first 201 answer for an Idempotency-Key
 --   lock:idem:<keyhash>:<key>      claimed while that key is being processed
 --   epoch              bumped by every reset: a request that arrived before
@@ -176,13 +183,159 @@ local function log_arrival(ctx)
 end
 
 ---------------------------------------------------------------------------
--- The API proper
+-- Runtime settings (POST /_emulator/config); a reset restores the defaults
 ---------------------------------------------------------------------------
 
--- The public representation of a carrier (never contains passwords).
+local DEFAULT_PAGE_SIZE = 25
+local LIST_SHAPES = { paged = true, cursor = true, array = true }
+
+-- name -> { default, ok = predicate, want = what ok accepts }.  Stored as
+-- JSON under "config:<name>"; absent means the default.
+local CONFIG = {
+  latency = { default = function() return default_latency end,
+              ok = function(v) return type(v) == "number" and v >= 0 end,
+              want = "a number >= 0" },
+  list_shape = { default = "paged", ok = function(v) return LIST_SHAPES[v] == true end,
+                 want = "'paged', 'cursor' or 'array'" },
+  list_max_page_size = { default = 100, want = "an integer >= 1",
+    ok = function(v) return type(v) == "number" and v >= 1 and math.floor(v) == v end },
+  carrier_get = { default = false, want = "a boolean",
+                  ok = function(v) return type(v) == "boolean" end },
+}
+local CONFIG_NAMES = { "latency", "list_shape", "list_max_page_size", "carrier_get" }
+
+local function config(name)
+  local v = dict:get("config:" .. name)
+  if v ~= nil then return cjson.decode(v) end
+  local d = CONFIG[name].default
+  if type(d) == "function" then return d() end
+  return d
+end
+
+local function all_config()
+  local out = {}
+  for _, name in ipairs(CONFIG_NAMES) do out[name] = config(name) end
+  return out
+end
+
+---------------------------------------------------------------------------
+-- Storage
+--
+-- Read-modify-write sequences below never yield (no sleep, no socket I/O
+-- between the read and the write) and nginx runs one worker, so each is
+-- atomic without a lock.
+---------------------------------------------------------------------------
+
+local function load(key)
+  local v = dict:get(key)
+  return v and cjson.decode(v)
+end
+
+local function save(key, v) return dict:safe_set(key, json(v)) end
+
+-- Per-account creation order, O(1) to add and remove: index:<kind>:<account>
+-- counts positions, index:<kind>:<account>:<pos> holds the id (deleted with
+-- the record, so a gap is a deletion), live:<kind>:<account> counts the
+-- records still there.
+local function index_base(kind, account) return "index:" .. kind.name .. ":" .. account end
+
+local function index_add(kind, account, id)
+  local base = index_base(kind, account)
+  local pos = dict:incr(base, 1, 0)
+  local ok, err = dict:safe_set(base .. ":" .. pos, id)
+  if not ok then return nil, err end
+  dict:incr("live:" .. kind.name .. ":" .. account, 1, 0)
+  return pos
+end
+
+local function index_remove(kind, account, pos)
+  dict:delete(index_base(kind, account) .. ":" .. pos)
+  dict:incr("live:" .. kind.name .. ":" .. account, -1, 0)
+end
+
+local function index_count(kind, account)
+  return tonumber(dict:get("live:" .. kind.name .. ":" .. account)) or 0
+end
+
+-- Calls fn(pos, id) for the account's records from position `from` on, in
+-- creation order, until fn returns true.
+local function index_walk(kind, account, from, fn)
+  local base = index_base(kind, account)
+  for pos = from, tonumber(dict:get(base)) or 0 do
+    local id = dict:get(base .. ":" .. pos)
+    if id and fn(pos, id) then return end
+  end
+end
+
+-- A stored record: { seq, pos, data, api_key_hash, request_id, idempotency_key }.
+-- `data` is the resource as the server knows it (carrier passwords
+-- included); kind.view() makes what a client is shown.
+local function record_key(kind, id) return kind.name .. ":" .. id:lower() end
+
+local function store(kind, ctx, api_key, data, ikey)
+  local pos, err = index_add(kind, data.account_id, data.id)
+  if not pos then return nil, err end
+  local ok
+  ok, err = save(record_key(kind, data.id), {
+    seq = dict:incr(kind.name .. "_seq", 1, 0), pos = pos, data = data,
+    api_key_hash = ngx.md5(api_key), request_id = ctx.request_id,
+    idempotency_key = ikey or null })
+  if not ok then return nil, err end
+  kind.link(data)
+  return true
+end
+
+local function unstore(kind, rec)
+  dict:delete(record_key(kind, rec.data.id))
+  index_remove(kind, rec.data.account_id, rec.pos)
+  kind.unlink(rec.data)
+end
+
+-- The record with this id if the caller's account owns it (another
+-- account's record is as invisible as a missing one).
+local function owned(kind, api_key, id)
+  local rec = load(record_key(kind, id))
+  if rec and rec.api_key_hash == ngx.md5(api_key) then return rec end
+end
+
+-- The carrier record routing `voip_carrier_sid`, if any.
+local function carrier_by_sid(sid)
+  local id = type(sid) == "string" and dict:get("sid:" .. sid:lower())
+  return id and load("carrier:" .. id)
+end
+
+---------------------------------------------------------------------------
+-- Resources
+---------------------------------------------------------------------------
+
+local function account_user_id(api_key)
+  local h = ngx.md5("user:" .. api_key)
+  return ("%s-%s-%s-%s-%s"):format(h:sub(1, 8), h:sub(9, 12), h:sub(13, 16),
+                                   h:sub(17, 20), h:sub(21, 32))
+end
+
+local function without_password(obj)
+  if type(obj) ~= "table" then return nil end
+  local out = {}
+  for k, v in pairs(obj) do
+    if k ~= "password" then out[k] = v end
+  end
+  return out
+end
+
+-- A carrier as clients see it: the stored one, passwords left out (real
+-- APIs do not echo secrets).
+local function carrier_view(c)
+  local out = {}
+  for k, v in pairs(c) do out[k] = v end
+  out.registration = without_password(c.registration)
+  out.inbound_auth = without_password(c.inbound_auth)
+  return out
+end
+
 local function carrier_from(doc, api_key)
   local gw = type(doc.sip_gateway) == "table" and doc.sip_gateway or {}
-  local c = {
+  return {
     id = uuid4(),
     object = "carrier",
     account_id = account_id(api_key),
@@ -193,23 +346,150 @@ local function carrier_from(doc, api_key)
     created_at = now_rfc3339(),
     sip_gateway = { ipv4 = gw.ipv4, port = gw.port or 5060,
                     inbound = gw.inbound ~= false, outbound = gw.outbound ~= false },
+    registration = type(doc.registration) == "table" and doc.registration or nil,
+    inbound_auth = type(doc.inbound_auth) == "table" and doc.inbound_auth or nil,
   }
-  if type(doc.registration) == "table" then
-    local r = {}
-    for k, v in pairs(doc.registration) do
-      if k ~= "password" then r[k] = v end
-    end
-    c.registration = r
-  end
-  if type(doc.inbound_auth) == "table" then
-    c.inbound_auth = { username = doc.inbound_auth.username }
-  end
-  return c
 end
 
-local function created_response(carrier)
-  return response(201, json(carrier), "application/json",
-                  { Location = "/v1/phone-numbers/carriers/" .. carrier.id })
+-- A phone number as clients see it: the 201 fields, plus the GET-only ones
+-- when `full`.  carrier_name is looked up (a join), so a renamed or deleted
+-- carrier shows; label and error_message are JSON null when absent.
+local function number_view(n, full)
+  local carrier = carrier_by_sid(n.voip_carrier_sid)
+  local out = {
+    id = n.id, object = "phone_number", number = n.number,
+    voip_carrier_sid = n.voip_carrier_sid,
+    carrier_name = carrier and carrier.data.carrier_name or null,
+    source = n.source, phone_number_sid = n.phone_number_sid, status = n.status,
+    label = n.label == nil and null or n.label,
+    account_id = n.account_id, created_at = n.created_at,
+  }
+  if full then
+    out.error_message = n.error_message == nil and null or n.error_message
+    out.created_by_user_id = n.created_by_user_id
+    out.updated_at = n.updated_at
+  end
+  return out
+end
+
+local function number_from(doc, api_key, sid)
+  local now = now_rfc3339()
+  return {
+    id = uuid4(), number = doc.number, voip_carrier_sid = sid,
+    source = "byoc",                  -- every emulated carrier is the account's own
+    phone_number_sid = uuid4(), status = "active",
+    label = doc.label ~= null and doc.label or nil,
+    account_id = account_id(api_key), created_at = now,
+    created_by_user_id = account_user_id(api_key), updated_at = now,
+  }
+end
+
+-- One descriptor per resource: what the generic routes below need.
+--   name        storage prefix;  path  collection URL;  schema  rules.lua's
+--   id_param    how a bad id is reported;  noun  for messages
+--   view(data, full)   the client's representation
+--   link/unlink(data)  secondary indexes kept with the record
+--   editable    fields POST /_emulator/edit may set
+--   fake(doc, api_key) a well-formed unstored 201 body (faults)
+local KINDS = {}
+
+KINDS.carrier = {
+  name = "carrier", path = "/v1/phone-numbers/carriers", schema = "carrier",
+  id_param = "carrier_id", noun = "carrier",
+  view = carrier_view,
+  link = function(c) dict:set("sid:" .. c.voip_carrier_sid, c.id) end,
+  unlink = function(c) dict:delete("sid:" .. c.voip_carrier_sid) end,
+  editable = { "carrier_name", "trunk_type", "sip_gateway", "registration", "inbound_auth" },
+  fake = function(doc, api_key) return carrier_view(carrier_from(doc, api_key)) end,
+}
+
+-- numbers_on:<sid> counts a carrier's numbers (the delete rule);
+-- e164:<account>:<number> says which record holds a number (one carrier
+-- routes a number, so one record per account).
+KINDS.number = {
+  name = "number", path = "/v1/phone-numbers", schema = "phone_number",
+  id_param = "phone_number_id", noun = "phone number",
+  view = number_view,
+  link = function(n)
+    dict:set("e164:" .. n.account_id .. ":" .. n.number, n.id)
+    dict:incr("numbers_on:" .. n.voip_carrier_sid, 1, 0)
+  end,
+  unlink = function(n)
+    dict:delete("e164:" .. n.account_id .. ":" .. n.number)
+    dict:incr("numbers_on:" .. n.voip_carrier_sid, -1, 0)
+  end,
+  editable = { "voip_carrier_sid", "label", "status", "error_message" },
+  fake = function(doc, api_key)
+    return number_view(number_from(doc, api_key,
+      type(doc.voip_carrier_sid) == "string" and doc.voip_carrier_sid or uuid4()))
+  end,
+}
+
+---------------------------------------------------------------------------
+-- Creating (shared by every resource): media type, Idempotency-Key, JSON,
+-- schema; then the resource's own rules (kind.create)
+---------------------------------------------------------------------------
+
+local function created_response(kind, data, view)
+  return response(201, json(view), "application/json",
+                  { Location = kind.path .. "/" .. data.id })
+end
+
+local function storage_full(ctx, err)
+  return problem(ctx, 500, nil, "emulator storage full: " .. tostring(err))
+end
+
+function KINDS.carrier.create(ctx, api_key, doc, ikey)
+  local carrier = carrier_from(doc, api_key)
+  local res = created_response(KINDS.carrier, carrier, carrier_view(carrier))
+  if stale(ctx) then return res end          -- answered, not stored
+  local ok, err = store(KINDS.carrier, ctx, api_key, carrier, ikey)
+  if not ok then return storage_full(ctx, err) end
+  return res
+end
+
+function KINDS.number.create(ctx, api_key, doc, ikey)
+  local acct = account_id(api_key)
+  local carrier
+  if doc.voip_carrier_sid then
+    carrier = carrier_by_sid(doc.voip_carrier_sid)
+    if not carrier or carrier.api_key_hash ~= ngx.md5(api_key) then
+      local msg = "voip_carrier_sid does not name a carrier of this account"
+      return problem(ctx, 400, "unknown-carrier", msg,
+        { { path = "voip_carrier_sid", code = "not_found", message = msg } })
+    end
+  else
+    -- The account's default carrier: its first (oldest) one.
+    index_walk(KINDS.carrier, acct, 1, function(_, id)
+      carrier = load(record_key(KINDS.carrier, id))
+      return true
+    end)
+    if not carrier then
+      local msg = "voip_carrier_sid is required: the account has no carrier to use by default"
+      return problem(ctx, 400, "no-default-carrier", msg,
+        { { path = "voip_carrier_sid", code = "required", message = msg } })
+    end
+  end
+  local sid = carrier.data.voip_carrier_sid
+
+  local taken_id = dict:get("e164:" .. acct .. ":" .. doc.number)
+  local taken = taken_id and load("number:" .. taken_id)
+  if taken then
+    local same = taken.data.voip_carrier_sid == sid
+    local msg = same
+      and ("phone number %s already exists on this carrier"):format(doc.number)
+      or ("phone number %s is already routed by carrier %s; release it first")
+         :format(doc.number, taken.data.voip_carrier_sid)
+    return problem(ctx, 422, same and "phone-number-exists" or "phone-number-on-other-carrier",
+      msg, { { path = "number", code = same and "duplicate" or "conflict", message = msg } })
+  end
+
+  local number = number_from(doc, api_key, sid)
+  local res = created_response(KINDS.number, number, number_view(number))
+  if stale(ctx) then return res end
+  local ok, err = store(KINDS.number, ctx, api_key, number, ikey)
+  if not ok then return storage_full(ctx, err) end
+  return res
 end
 
 -- Runs `fn` while holding the in-progress lock of an idempotency record.
@@ -222,7 +502,7 @@ local function with_lock(lock_key, fn)
   return res
 end
 
-local function create(ctx, api_key)
+local function create(ctx, api_key, kind)
   local media = (ngx.var.content_type or ""):match("^%s*([^;%s]+)")
   if not media or media:lower() ~= "application/json" then
     return problem(ctx, 415, nil, "Content-Type must be application/json")
@@ -245,31 +525,23 @@ local function create(ctx, api_key)
 
   local function process()
     local errors
-    errors, doc = rules.validate(doc, null)     -- also fills the defaults
+    errors, doc = rules.validate(doc, null, kind.schema)   -- also fills the defaults
     if #errors > 0 then
       return problem(ctx, 422, "validation-error",
         ("The request has %d invalid field%s"):format(#errors, #errors == 1 and "" or "s"),
         errors)
     end
-    local carrier = carrier_from(doc, api_key)
-    if stale(ctx) then return created_response(carrier) end   -- answered, not stored
-    local seq = dict:incr("carrier_seq", 1, 0)
-    local ok, serr = dict:safe_set("carrier:" .. carrier.id, json{
-      seq = seq, carrier = carrier, api_key_hash = ngx.md5(api_key),
-      request_id = ctx.request_id, idempotency_key = ikey or null })
-    if not ok then
-      return problem(ctx, 500, nil, "emulator storage full: " .. tostring(serr))
-    end
-    return created_response(carrier)
+    return kind.create(ctx, api_key, doc, ikey)
   end
 
   if not ikey then return process() end
 
   -- Idempotency, scoped per API key.  Only successful (201) answers are
   -- remembered (like Stripe: a rejected request may be fixed and retried
-  -- with the same key).  The body is compared by its raw bytes.
+  -- with the same key).  The request is compared by its path and raw body
+  -- bytes: the same key sent to another endpoint is a conflict too.
   local rkey = "idem:" .. ngx.md5(api_key) .. ":" .. ikey
-  local hash = ngx.md5(ctx.body)
+  local hash = ngx.md5(kind.path .. "\n" .. ctx.body)
   local res, lerr = with_lock("lock:" .. rkey, function()
     local stored = dict:get(rkey)
     if stored then
@@ -303,21 +575,155 @@ local function create(ctx, api_key)
   return problem(ctx, 500, nil, "emulator lock failed: " .. tostring(lerr))
 end
 
+---------------------------------------------------------------------------
+-- Reading, listing, deleting
+---------------------------------------------------------------------------
+
 local UUID_RE = [[^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$]]
 
-local function delete(ctx, api_key, id)
+-- The caller's record with this id, or nil and a 400 / 404 problem.
+local function find(ctx, api_key, kind, id)
   if not ngx.re.find(id, UUID_RE, "joi") then
-    return problem(ctx, 400, "invalid-carrier-id", "carrier_id must be a UUID",
-      { { path = "carrier_id", code = "format", message = "carrier_id must be a UUID" } })
+    local msg = kind.id_param .. " must be a UUID"
+    return nil, problem(ctx, 400, "invalid-" .. kind.id_param:gsub("_", "-"), msg,
+      { { path = kind.id_param, code = "format", message = msg } })
   end
-  local skey = "carrier:" .. id:lower()
-  local stored = dict:get(skey)
-  -- Another account's carrier is as invisible as a missing one.
-  if not stored or cjson.decode(stored).api_key_hash ~= ngx.md5(api_key) then
-    return problem(ctx, 404, nil, "No carrier with id " .. id)
+  local rec = owned(kind, api_key, id)
+  if not rec then return nil, problem(ctx, 404, nil, "No " .. kind.noun .. " with id " .. id) end
+  return rec
+end
+
+local function ok_json(v) return response(200, json(v), "application/json") end
+
+local function get_one(ctx, api_key, kind, id)
+  local rec, res = find(ctx, api_key, kind, id)
+  if not rec then return res end
+  return ok_json(kind.view(rec.data, true))
+end
+
+local function delete_one(ctx, api_key, kind, id)
+  local rec, res = find(ctx, api_key, kind, id)
+  if not rec then return res end
+  if kind == KINDS.carrier
+     and (tonumber(dict:get("numbers_on:" .. rec.data.voip_carrier_sid)) or 0) > 0 then
+    -- jambonz's wording
+    local msg = "cannot delete carrier with active phone numbers"
+    return problem(ctx, 422, "carrier-in-use", msg,
+      { { path = kind.id_param, code = "in_use", message = msg } })
   end
-  dict:delete(skey)
+  unstore(kind, rec)
   return response(204, "")
+end
+
+-- Cursors are opaque to clients: base64 of "after:<pos>" (the last record
+-- returned), so records deleted during a walk shift nothing.  Standard
+-- base64 ('+', '/', '=') keeps clients honest about URL-encoding it.
+local function encode_cursor(seq) return ngx.encode_base64("after:" .. seq) end
+local function decode_cursor(s)
+  local plain = type(s) == "string" and ngx.decode_base64(s)
+  return plain and tonumber(plain:match("^after:(%d+)$"))
+end
+
+-- ?page=&page_size=&cursor=: the values, or nil and the errors.
+local function list_args()
+  local args, errors, out = ngx.req.get_uri_args(), {}, {}
+  local function positive(name)
+    local v = args[name]
+    if v == nil then return end
+    if type(v) ~= "string" or not v:find("^%d+$") then
+      errors[#errors + 1] = { path = name, code = "type", message = name .. " must be an integer" }
+    elseif tonumber(v) < 1 then
+      errors[#errors + 1] = { path = name, code = "range", message = name .. " must be at least 1" }
+    else
+      out[name] = tonumber(v)
+    end
+  end
+  positive("page")
+  positive("page_size")
+  if args.cursor ~= nil then
+    out.after = decode_cursor(args.cursor)
+    if not out.after then
+      errors[#errors + 1] = { path = "cursor", code = "format",
+                              message = "cursor is not one this server returned" }
+    end
+  end
+  if #errors > 0 then return nil, errors end
+  return out
+end
+
+local function list_records(ctx, api_key, kind)
+  local shape, account = config("list_shape"), account_id(api_key)
+  local data = {}
+  local function take(id)
+    local rec = load(record_key(kind, id))
+    data[#data + 1] = rec and kind.view(rec.data, true) or nil
+  end
+  if shape == "array" then                     -- everything, paging ignored
+    index_walk(kind, account, 1, function(_, id) take(id) end)
+    return ok_json(arr(data))
+  end
+
+  local args, errors = list_args()
+  if not args then
+    return problem(ctx, 400, "invalid-query", "Invalid paging parameters", errors)
+  end
+  local size = math.min(args.page_size or DEFAULT_PAGE_SIZE, config("list_max_page_size"))
+  if shape == "cursor" then
+    local last, more = nil, false
+    index_walk(kind, account, (args.after or 0) + 1, function(pos, id)
+      if #data == size then more = true return true end
+      take(id)
+      last = pos
+    end)
+    return ok_json{ data = arr(data), next = more and encode_cursor(last) or null }
+  end
+  local page, skip = args.page or 1, ((args.page or 1) - 1) * size
+  index_walk(kind, account, 1, function(_, id)
+    if skip > 0 then skip = skip - 1 return false end
+    take(id)
+    return #data == size
+  end)
+  return ok_json{ data = arr(data), total = index_count(kind, account), page = page,
+                  page_size = size }
+end
+
+---------------------------------------------------------------------------
+-- Routing
+---------------------------------------------------------------------------
+
+-- First match wins (".../carriers" before "/v1/phone-numbers/{id}").
+-- `gated`: a method served only while that config key is true; otherwise
+-- the route answers as if it did not exist (404 "No route").
+local ROUTES = {
+  { "^/v1/phone%-numbers/carriers$", KINDS.carrier, GET = list_records, POST = create },
+  { "^/v1/phone%-numbers/carriers/([^/]+)$", KINDS.carrier,
+    GET = get_one, DELETE = delete_one, gated = { GET = "carrier_get" } },
+  { "^/v1/phone%-numbers$", KINDS.number, GET = list_records, POST = create },
+  { "^/v1/phone%-numbers/([^/]+)$", KINDS.number, GET = get_one, DELETE = delete_one },
+}
+local METHODS = { "DELETE", "GET", "POST" }
+
+-- handler, kind, id | nil, nil, nil, allow ("" when there is no route)
+local function route(method, uri)
+  for _, r in ipairs(ROUTES) do
+    local id = uri:match(r[1])
+    if id then
+      local allow = {}
+      for _, m in ipairs(METHODS) do
+        if r[m] and not (r.gated and r.gated[m] and not config(r.gated[m])) then
+          allow[#allow + 1] = m
+        end
+      end
+      for _, m in ipairs(allow) do
+        if m == method then
+          return r[m], r[2], id ~= uri and id or nil
+        end
+      end
+      if r.gated and r.gated[method] then return nil, nil, nil, "" end
+      return nil, nil, nil, table.concat(allow, ", ")
+    end
+  end
+  return nil, nil, nil, ""
 end
 
 -- Auth first, then routing.  Returns a response table.
@@ -330,18 +736,10 @@ local function process(ctx)
                    nil, { ["WWW-Authenticate"] = 'Bearer realm="topcalls"' })
   end
   local method, uri = ngx.req.get_method(), ngx.var.uri
-  if uri == "/v1/phone-numbers/carriers" then
-    if method ~= "POST" then
-      return problem(ctx, 405, nil, method .. " is not allowed here", nil, { Allow = "POST" })
-    end
-    return create(ctx, token)
-  end
-  local id = uri:match("^/v1/phone%-numbers/carriers/([^/]+)$")
-  if id then
-    if method ~= "DELETE" then
-      return problem(ctx, 405, nil, method .. " is not allowed here", nil, { Allow = "DELETE" })
-    end
-    return delete(ctx, token, id)
+  local handler, kind, id, allow = route(method, uri)
+  if handler then return handler(ctx, token, kind, id) end
+  if allow ~= "" then
+    return problem(ctx, 405, nil, method .. " is not allowed here", nil, { Allow = allow })
   end
   return problem(ctx, 404, nil, "No route for " .. method .. " " .. uri)
 end
@@ -410,6 +808,20 @@ local function json_of_size(n)
   return prefix .. ("x"):rep(room) .. suffix
 end
 
+-- What a 2xx fault without a body answers when the request is not
+-- processed: a well-formed 201 for a record that was never stored (POST),
+-- the real answer (GET: reads change nothing), 204 with nothing deleted
+-- (DELETE).  A POST to no route gets a carrier, as it always did.
+local function fake_success(ctx, doc, api_key)
+  local method = ngx.req.get_method()
+  if method == "GET" then return process(ctx) end
+  if method == "DELETE" then return response(204, "") end
+  local _, kind = route(method, ngx.var.uri)
+  kind = kind or KINDS.carrier
+  local view = kind.fake(doc, api_key)
+  return created_response(kind, view, view)
+end
+
 -- What a response-shaping fault answers.  `real` is the processed response
 -- when after_process was set, else nil (and nothing was stored).
 local function fault_payload(ctx, fault, real, doc_for_fake, api_key)
@@ -427,9 +839,8 @@ local function fault_payload(ctx, fault, real, doc_for_fake, api_key)
   elseif real then
     res = { status = status or real.status, headers = real.headers, body = real.body }
   else
-    -- A well-formed 201 for a carrier that was never stored.
-    res = created_response(carrier_from(doc_for_fake, api_key))
-    res.status = status or 201
+    res = fake_success(ctx, doc_for_fake, api_key)
+    if status then res.status = status end
   end
   if fault.content_type then res.headers["Content-Type"] = fault.content_type end
   if fault.retry_after then res.headers["Retry-After"] = tostring(fault.retry_after) end
@@ -518,7 +929,7 @@ local function api()
   ctx.body = read_request_body()
   log_arrival(ctx)
 
-  local latency = tonumber(dict:get("latency")) or 0
+  local latency = config("latency")
   if latency > 0 then ngx.sleep(latency) end
   if ctx.fault and tonumber(ctx.fault.delay) then ngx.sleep(tonumber(ctx.fault.delay)) end
 
@@ -563,73 +974,159 @@ local function control_json(status, v)
   ngx.print(type(v) == "string" and v or json(v))
 end
 
-local function control()
-  local method, uri = ngx.req.get_method(), ngx.var.uri
-  local route = method .. " " .. uri
-  local body = read_request_body()
+local function is_object(v)
+  return type(v) == "table" and (next(v) == nil or type(next(v)) == "string")
+end
 
-  if route == "GET /_emulator/ping" then
-    return control_json(200, { ok = true, pid = ngx.worker.pid() })
-
-  elseif route == "POST /_emulator/reset" then
-    local epoch = (tonumber(dict:get("epoch")) or 0) + 1
-    dict:flush_all()
-    dict:set("epoch", epoch)
-    dict:set("latency", default_latency)
-    return control_json(200, { ok = true })
-
-  elseif route == "POST /_emulator/config" then
-    local cfg = decode(body)
-    if type(cfg) ~= "table" then return control_json(400, { error = "body must be a JSON object" }) end
-    for k, v in pairs(cfg) do
-      if k ~= "latency" then return control_json(400, { error = "unknown config key '" .. tostring(k) .. "'" }) end
-      if type(v) ~= "number" or v < 0 then return control_json(400, { error = "latency must be a number >= 0" }) end
+-- Stored records of one kind, every account, creation order: what clients
+-- see plus who created them.
+local function stored(kind)
+  local recs = {}
+  for _, k in ipairs(dict:get_keys(0)) do
+    if k:sub(1, #kind.name + 1) == kind.name .. ":" then
+      local r = load(k)
+      if r then recs[#recs + 1] = r end
     end
-    if cfg.latency then dict:set("latency", cfg.latency) end
-    return control_json(200, { ok = true, latency = tonumber(dict:get("latency")) or 0 })
+  end
+  table.sort(recs, function(a, b) return a.seq < b.seq end)
+  local out = {}
+  for i, r in ipairs(recs) do
+    local v = kind.view(r.data, true)
+    v.request_id, v.idempotency_key = r.request_id, r.idempotency_key
+    out[i] = v
+  end
+  return arr(out)
+end
 
-  elseif route == "POST /_emulator/faults" then
+-- POST /_emulator/edit: a change made "by hand" (the portal, another
+-- tool), so that specs can create drift.  No API rule applies except that a
+-- number's voip_carrier_sid must name a carrier of its account.
+--   { "carrier_id" | "number_id": id, "set": { field: value|null, ... } }
+--   { "carrier_id" | "number_id": id, "delete": true }
+-- `set` replaces whole top-level fields (null removes one); the schema's
+-- defaults are filled in as the API would store them (a gateway without a
+-- port gets 5060).  Returns status, answer.
+local function edit(req)
+  if not is_object(req) then return 400, { error = "body must be a JSON object" } end
+  local kind = (req.carrier_id ~= nil) and KINDS.carrier or (req.number_id ~= nil) and KINDS.number
+  local id = req.carrier_id or req.number_id
+  if not kind or (req.carrier_id ~= nil and req.number_id ~= nil) or type(id) ~= "string" then
+    return 400, { error = "give one of carrier_id or number_id (a string)" }
+  end
+  local set, delete = req.set, req.delete == true
+  if (set == nil) == (not delete) or (set ~= nil and not is_object(set)) then
+    return 400, { error = "give either set (an object) or delete: true" }
+  end
+  for k in pairs(req) do
+    if k ~= "carrier_id" and k ~= "number_id" and k ~= "set" and k ~= "delete" then
+      return 400, { error = "unknown key '" .. tostring(k) .. "'" }
+    end
+  end
+  local rec = load(record_key(kind, id))
+  if not rec then return 404, { error = "no " .. kind.noun .. " with id " .. id } end
+  if delete then
+    unstore(kind, rec)          -- carriers: even with numbers (left orphaned)
+    return 200, { ok = true, deleted = true }
+  end
+
+  local editable = {}
+  for _, f in ipairs(kind.editable) do editable[f] = true end
+  for k in pairs(set) do
+    if not editable[k] then
+      return 400, { error = ("%s field '%s' cannot be edited (editable: %s)")
+                            :format(kind.noun, k, table.concat(kind.editable, ", ")) }
+    end
+  end
+  if kind == KINDS.number and set.voip_carrier_sid ~= nil then
+    local carrier = carrier_by_sid(set.voip_carrier_sid)
+    if not carrier or carrier.api_key_hash ~= rec.api_key_hash then
+      return 400, { error = "voip_carrier_sid must name a carrier of the number's account" }
+    end
+    set.voip_carrier_sid = carrier.data.voip_carrier_sid
+  end
+  kind.unlink(rec.data)
+  for k, v in pairs(set) do
+    if v == null then rec.data[k] = nil else rec.data[k] = v end
+  end
+  rules.defaults(rec.data, kind.schema)   -- as the API would store it
+  if kind == KINDS.number then rec.data.updated_at = now_rfc3339() end
+  kind.link(rec.data)
+  local ok, err = save(record_key(kind, id), rec)
+  if not ok then return 500, { error = "emulator storage full: " .. tostring(err) } end
+  return 200, { ok = true, [kind.name] = kind.view(rec.data, true) }
+end
+
+-- "METHOD /_emulator/name" -> function(body) returning status, answer
+-- (an answer that is a string is sent as it is: JSON already).
+local CONTROL = {
+  ["GET /_emulator/ping"] = function()
+    return 200, { ok = true, pid = ngx.worker.pid() }
+  end,
+
+  ["POST /_emulator/reset"] = function()
+    local epoch = (tonumber(dict:get("epoch")) or 0) + 1
+    dict:flush_all()             -- config keys too: defaults again
+    dict:set("epoch", epoch)
+    return 200, { ok = true }
+  end,
+
+  ["GET /_emulator/config"] = function()
+    local out = all_config()
+    out.ok = true
+    return 200, out
+  end,
+
+  ["POST /_emulator/config"] = function(body)
+    local cfg = decode(body)
+    if not is_object(cfg) then return 400, { error = "body must be a JSON object" } end
+    for k, v in pairs(cfg) do
+      local spec = CONFIG[k]
+      if not spec then return 400, { error = "unknown config key '" .. tostring(k) .. "'" } end
+      if not spec.ok(v) then return 400, { error = k .. " must be " .. spec.want } end
+    end
+    for k, v in pairs(cfg) do dict:set("config:" .. k, json(v)) end
+    local out = all_config()
+    out.ok = true
+    return 200, out
+  end,
+
+  ["POST /_emulator/faults"] = function(body)
     local list = decode(body)
     if type(list) == "table" and body:find("^%s*{") then list = { list } end  -- one object
-    if type(list) ~= "table" then return control_json(400, { error = "body must be a JSON array of faults" }) end
+    if type(list) ~= "table" then return 400, { error = "body must be a JSON array of faults" } end
     for i, f in ipairs(list) do
       local err = check_fault(f, i)
-      if err then return control_json(400, { error = err }) end
+      if err then return 400, { error = err } end
     end
     for _, f in ipairs(list) do dict:rpush("faults", json(f)) end
-    return control_json(200, { ok = true, queued = dict:llen("faults") or 0 })
+    return 200, { ok = true, queued = dict:llen("faults") or 0 }
+  end,
 
-  elseif route == "GET /_emulator/log" then
+  ["GET /_emulator/log"] = function()
     local out = {}   -- entries are stored as JSON already: just join them
     for i = 1, tonumber(dict:get("log_seq")) or 0 do
       out[#out + 1] = dict:get("log:" .. i)
     end
-    return control_json(200, "[" .. table.concat(out, ",") .. "]")
+    return 200, "[" .. table.concat(out, ",") .. "]"
+  end,
 
-  elseif route == "GET /_emulator/carriers" then
-    local recs = {}
-    for _, k in ipairs(dict:get_keys(0)) do
-      if k:sub(1, 8) == "carrier:" then
-        local v = dict:get(k)
-        if v then recs[#recs + 1] = cjson.decode(v) end
-      end
-    end
-    table.sort(recs, function(a, b) return a.seq < b.seq end)
-    local out = {}
-    for i, r in ipairs(recs) do
-      -- the public representation plus who created it
-      local c = r.carrier
-      c.request_id, c.idempotency_key = r.request_id, r.idempotency_key
-      out[i] = c
-    end
-    return control_json(200, json(arr(out)))
+  ["GET /_emulator/carriers"] = function() return 200, json(stored(KINDS.carrier)) end,
+  ["GET /_emulator/numbers"] = function() return 200, json(stored(KINDS.number)) end,
+  ["POST /_emulator/edit"] = function(body) return edit(decode(body)) end,
+}
+
+local function control()
+  local method, uri = ngx.req.get_method(), ngx.var.uri
+  local body = read_request_body()
+  local handler = CONTROL[method .. " " .. uri]
+  if handler then return control_json(handler(body)) end
+  local allow = {}
+  for _, m in ipairs(METHODS) do
+    if CONTROL[m .. " " .. uri] then allow[#allow + 1] = m end
   end
-  local known = { ping = "GET", reset = "POST", config = "POST", faults = "POST",
-                  log = "GET", carriers = "GET" }
-  local want = known[uri:sub(#"/_emulator/" + 1)]
-  if want then
-    ngx.header["Allow"] = want
-    return control_json(405, { error = "use " .. want .. " " .. uri })
+  if #allow > 0 then
+    ngx.header["Allow"] = table.concat(allow, ", ")
+    return control_json(405, { error = "use " .. allow[1] .. " " .. uri })
   end
   return control_json(404, { error = "unknown control endpoint " .. uri })
 end
@@ -641,7 +1138,6 @@ end
 -- Called from init_by_lua (master, before the fork).
 function M.init(opts)
   default_latency = tonumber(opts and opts.latency) or 0
-  dict:set("latency", default_latency)
 end
 
 function M.handle()

@@ -1,0 +1,932 @@
+-- topcalls.fleet: declarative sync of carriers and their phone numbers.
+-- A desired-state file (Lua or JSON) says which carriers the account has
+-- and which numbers each routes; plan() reads the account and lists the
+-- steps that make it match, apply() runs them in a safe order. Only the
+-- resources' public operations are used, so it works over any client
+-- (plain, topcalls.ngx). See the README's "Fleet sync" section.
+-- SPDX-License-Identifier: MIT
+
+local core   = require "topcalls.core"
+local errors = require "topcalls.errors"
+local json   = require "topcalls.json"
+local client = require "topcalls.client"
+
+local type, pairs, ipairs, next, tostring, pcall, setmetatable, error, select =
+      type, pairs, ipairs, next, tostring, pcall, setmetatable, error, select
+local setfenv, loadstring, load, min = rawget(_G, "setfenv"), rawget(_G, "loadstring"), load, math.min
+local format, byte, concat, sort, getenv, open = string.format, string.byte, table.concat, table.sort, os.getenv, io.open
+local NULL = json.null
+
+local _M = {}
+
+local DEFAULT_CONCURRENCY = 8
+local SENSITIVE = "(sensitive)"
+
+-- What plan() keeps out of the plan table: the desired params (they hold
+-- passwords) and the observed records. Weak keys: it goes with the plan.
+local private = setmetatable({}, { __mode = "k" })
+
+---------------------------------------------------------------------------
+-- The desired state: loading and validating
+
+-- Is t a sequence 1..n with no other keys? (raw)
+local function is_list(t)
+  local n = 0
+  for _ in next, t do n = n + 1 end
+  for i = 1, n do if t[i] == nil then return false end end
+  return true
+end
+
+-- The environment a Lua fleet file runs in: enough to build lists in a
+-- loop and read secrets from the environment, nothing that writes.
+local function file_env()
+  return {
+    os = { getenv = getenv }, string = string, table = table, math = math,
+    ipairs = ipairs, pairs = pairs, tostring = tostring, tonumber = tonumber,
+    assert = assert, error = error, type = type, select = select,
+  }
+end
+
+--- Read a fleet file: Lua (`return { carriers = ... }`, run in a small
+-- sandbox: os.getenv, string, table, math) or JSON (by the `.json`
+-- extension or a first character `{`). Returns the table, or nil,
+-- message, err (kind "validation", or "config" for an unreadable file).
+function _M.load(path)
+  if type(path) ~= "string" then
+    error("bad argument #1 to 'load' (string expected, got " .. type(path) .. ")", 2)
+  end
+  local f, why = open(path, "rb")
+  if not f then return errors.fail("config", "cannot read fleet file: " .. why) end
+  local text = f:read("*a") or ""
+  f:close()
+  local function bad(what)
+    return errors.violations("validation", { { path = "", code = "format", message = path .. ": " .. what } })
+  end
+  if path:match("%.json$") or text:match("^%s*{") then
+    local value, jwhy = json.decode(text)
+    if type(value) ~= "table" then return bad("not a JSON object: " .. tostring(jwhy or type(value))) end
+    return value
+  end
+  local chunk, lwhy
+  local env = file_env()
+  if setfenv then   -- Lua 5.1 / LuaJIT
+    chunk, lwhy = loadstring(text, "@" .. path)
+    if chunk then setfenv(chunk, env) end
+  else
+    chunk, lwhy = load(text, "@" .. path, "t", env)
+  end
+  if not chunk then return bad(lwhy) end
+  local ok, value = pcall(chunk)
+  if not ok then return bad("raised an error: " .. tostring(value)) end
+  if type(value) ~= "table" then return bad("must return a table, got " .. type(value)) end
+  return value
+end
+
+-- Append violations `list` (paths relative to an item) under prefix.
+local function prefixed(list, prefix, out, whole)
+  for _, e in ipairs(list) do
+    local p = e.path
+    if whole and p == whole then p = "" end   -- a string number: the entry is the field
+    out[#out + 1] = { path = prefix .. (p ~= "" and "." .. p or ""), code = e.code, message = e.message }
+  end
+end
+
+local TOP_FIELDS = { carriers = true }
+local NUMBER_FIELDS = { number = true, label = true }
+
+-- One number entry of carrier ci at position ni: a string or { number, label }.
+local function check_number(entry, path, problems)
+  local params
+  if type(entry) == "string" then
+    params = { number = entry }
+  elseif type(entry) == "table" then
+    params = {}
+    for k, v in next, entry do
+      if NUMBER_FIELDS[k] then
+        params[k] = v
+      elseif k == "voip_carrier_sid" then
+        problems[#problems + 1] = { path = path .. "." .. k, code = "not_allowed",
+          message = "is set by the carrier the number is listed under" }
+      else
+        problems[#problems + 1] = { path = path .. "." .. tostring(k), code = "unknown_field",
+          message = "is not a known field (number, label)" }
+      end
+    end
+  else
+    problems[#problems + 1] = { path = path, code = "type",
+      message = "must be an E.164 string or a table { number = ..., label = ... }" }
+    return nil
+  end
+  local normalized, list = core.validate(params, true, "phone_number")
+  if list and #list > 0 then
+    prefixed(list, path, problems, type(entry) == "string" and "number" or nil)
+    return nil
+  end
+  return { number = normalized.number, label = normalized.label, label_given = normalized.label ~= nil }
+end
+
+--- Validate a desired state offline, all of it: every violation with its
+-- path (`carriers[2].numbers[1]`), duplicate carrier names and numbers.
+-- Returns the normalized state { carriers = { { name, params, numbers,
+-- path } } } (params with the defaults filled in, without `numbers`), or
+-- nil, message, err (kind "validation").
+function _M.check(desired)
+  if type(desired) ~= "table" then
+    return errors.violations("validation", { { path = "", code = "type",
+      message = "the desired state must be a table { carriers = { ... } }" } })
+  end
+  local problems = {}
+  for k in next, desired do
+    if not TOP_FIELDS[k] then
+      problems[#problems + 1] = { path = tostring(k), code = "unknown_field", message = "is not a known field (carriers)" }
+    end
+  end
+  local list = desired.carriers
+  if list == nil then
+    problems[#problems + 1] = { path = "carriers", code = "required", message = "is required" }
+  elseif type(list) ~= "table" or not is_list(list) then
+    problems[#problems + 1] = { path = "carriers", code = "type", message = "must be a list of carriers" }
+    list = nil
+  end
+  local out, names, numbers = { carriers = {} }, {}, {}
+  for ci, c in ipairs(list or {}) do
+    local path = "carriers[" .. ci .. "]"
+    if type(c) ~= "table" then
+      problems[#problems + 1] = { path = path, code = "type", message = "must be a table (a carrier)" }
+    else
+      local params, nums = {}, c.numbers
+      for k, v in next, c do if k ~= "numbers" then params[k] = v end end
+      local normalized, plist = core.validate(params, true, "carrier")
+      if plist and #plist > 0 then prefixed(plist, path, problems) end
+      local name = type(c.carrier_name) == "string" and c.carrier_name or nil
+      if name and names[name] then
+        problems[#problems + 1] = { path = path .. ".carrier_name", code = "duplicate",
+          message = "is also the name of " .. names[name] .. " (carriers are matched by name)" }
+      elseif name then
+        names[name] = path
+      end
+      local entry = { name = name, params = normalized, numbers = {}, path = path }
+      if nums ~= nil and (type(nums) ~= "table" or not is_list(nums)) then
+        problems[#problems + 1] = { path = path .. ".numbers", code = "type", message = "must be a list of numbers" }
+        nums = nil
+      end
+      for ni, n in ipairs(nums or {}) do
+        local npath = path .. ".numbers[" .. ni .. "]"
+        local num = check_number(n, npath, problems)
+        if num then
+          if numbers[num.number] then
+            problems[#problems + 1] = { path = npath, code = "duplicate",
+              message = num.number .. " is also " .. numbers[num.number] .. " (a number is routed by one carrier)" }
+          else
+            numbers[num.number] = npath
+            num.path = npath
+            entry.numbers[#entry.numbers + 1] = num
+          end
+        end
+      end
+      out.carriers[ci] = entry
+    end
+  end
+  if #problems > 0 then return errors.violations("validation", problems) end
+  return out
+end
+
+---------------------------------------------------------------------------
+-- Comparing, and what may be shown
+
+local carrier_fields   -- core.describe("carrier"), read once
+
+local function fields()
+  carrier_fields = carrier_fields or core.describe("carrier")
+  return carrier_fields
+end
+
+local function plain(v) if v == NULL then return nil end return v end
+
+-- The differences between desired params `want` and an observed record
+-- `have`, over the declared fields, skipping sensitive ones (the server
+-- never returns passwords, so they cannot be compared): a list of
+-- { path, before, after } with sensitive members masked.
+local function mask(decl, v)
+  if type(v) ~= "table" or not decl.members then return v end
+  local out = {}
+  for _, m in ipairs(decl.members) do
+    local x = plain(v[m.name])
+    if x ~= nil then out[m.name] = m.sensitive and SENSITIVE or mask(m, x) end
+  end
+  return out
+end
+
+local function diff(decls, want, have, prefix, out)
+  for _, f in ipairs(decls) do
+    if not f.sensitive then
+      local w, h = want and plain(want[f.name]), have and plain(have[f.name])
+      local path = prefix .. f.name
+      if f.members and (type(w) == "table" or type(h) == "table") then
+        if type(w) == "table" and type(h) == "table" then
+          diff(f.members, w, h, path .. ".", out)
+        else
+          out[#out + 1] = { path = path, before = mask(f, h), after = mask(f, w) }
+        end
+      elseif w ~= h then
+        out[#out + 1] = { path = path, before = h, after = w }
+      end
+    end
+  end
+  return out
+end
+
+--- params with every sensitive field shown as "(sensitive)": what a plan
+-- and its output may carry.
+function _M.redact(params)
+  local out = {}
+  for _, f in ipairs(fields()) do
+    local v = plain(params[f.name])
+    if v ~= nil then out[f.name] = f.sensitive and SENSITIVE or mask(f, v) end
+  end
+  return out
+end
+
+---------------------------------------------------------------------------
+-- Idempotency keys
+
+-- A 128-bit digest of s from four polynomial hashes modulo 2^31 - 1
+-- (multipliers below 2^21, so every product is exact in a double: the
+-- same digits on Lua 5.1-5.4 and LuaJIT). Not cryptographic: it only has
+-- to give the same key for the same step and different keys for
+-- different ones.
+local MOD, MULTS = 2147483647, { 131, 65599, 1000003, 1572869 }
+
+local function digest(s)
+  local h = { 17, 31, 61, 127 }
+  for i = 1, #s, 64 do
+    local bytes = { byte(s, i, i + 63) }
+    for j = 1, 4 do
+      local x, m = h[j], MULTS[j]
+      for k = 1, #bytes do x = (x * m + bytes[k]) % MOD end
+      h[j] = x
+    end
+  end
+  return format("%08x%08x%08x%08x", h[1], h[2], h[3], h[4])
+end
+_M.digest = digest
+
+-- The Idempotency-Key of a step: from the scope (base URL), the action,
+-- the request body and what the step replaces (an old record id), so the
+-- same step of the same desired state always sends the same key and a
+-- re-run replays instead of creating twice. 38 characters of [a-z0-9-].
+local function step_key(scope, action, body, extra)
+  return "fleet-" .. digest(concat({ scope or "", action, body, extra or "" }, "\n"))
+end
+
+---------------------------------------------------------------------------
+-- plan
+
+local COUNTS = {   -- which "Plan:" column each action counts in
+  create = "add", add_number = "add", replace = "replace", move = "move",
+  delete = "delete", release_number = "delete",
+}
+
+local plan_mt   -- set below (needs render)
+
+-- Read the account: carriers (page by page) and phone numbers.
+local function observe(target)
+  local carriers = {}
+  for c, msg, err in target.carriers.each() do
+    if not c then return nil, msg, err end
+    carriers[#carriers + 1] = c
+  end
+  local numbers, msg, err = target.phone_numbers.list()
+  if not numbers then return nil, msg, err end
+  return carriers, numbers
+end
+
+-- The plan for a checked desired state `doc` against the observed
+-- account. See plan() for the rules.
+local function make_plan(doc, carriers, numbers, opts)
+  local prune = opts.prune == true
+  local force = {}
+  for _, name in ipairs(opts.replace or {}) do force[name] = true end
+  local steps, warnings = {}, {}
+  local by_name, by_sid = {}, {}
+  for _, c in ipairs(carriers) do
+    local name = plain(c.carrier_name)
+    if name ~= nil then
+      by_name[name] = by_name[name] or {}
+      local l = by_name[name]
+      l[#l + 1] = c
+    end
+    if type(c.voip_carrier_sid) == "string" then by_sid[c.voip_carrier_sid] = c end
+  end
+
+  -- 1. carriers: each desired one matched by name
+  local target_of = {}   -- desired index -> { observed = record | nil, new = bool }
+  local fate = {}        -- observed carrier -> "keep" | "replace" | "duplicate" | "prune"
+  local owner_of = {}    -- observed carrier -> desired index (same name)
+  local desired_of = {}  -- E.164 -> { ci, num }
+  local carrier_steps = {}
+  for ci, d in ipairs(doc.carriers) do
+    for _, num in ipairs(d.numbers) do desired_of[num.number] = { ci = ci, num = num } end
+    local candidates = by_name[d.name] or {}
+    local match, changes
+    for _, c in ipairs(candidates) do   -- prefer one that already matches
+      local ch = diff(fields(), d.params, c, "", {})
+      if #ch == 0 then match, changes = c, ch break end
+    end
+    if not match and candidates[1] then
+      match = candidates[1]
+      changes = diff(fields(), d.params, match, "", {})
+    end
+    local step
+    if not match then
+      step = { action = "create", type = "carrier", carrier = d.name, index = ci, after = _M.redact(d.params) }
+      target_of[ci] = { new = true }
+    elseif #changes > 0 or force[d.name] then
+      step = { action = "replace", type = "carrier", carrier = d.name, index = ci, id = match.id,
+               reason = #changes > 0 and "changed" or "requested", changes = changes,
+               after = _M.redact(d.params), numbers = {} }
+      target_of[ci] = { observed = match, new = true }
+      fate[match] = "replace"
+    else
+      step = { action = "unchanged", type = "carrier", carrier = d.name, index = ci, id = match.id }
+      target_of[ci] = { observed = match }
+      fate[match] = "keep"
+    end
+    carrier_steps[ci] = step
+    for _, c in ipairs(candidates) do
+      owner_of[c] = ci
+      if c ~= match then fate[c] = "duplicate" end
+    end
+  end
+  for _, c in ipairs(carriers) do
+    if not fate[c] then fate[c] = prune and "prune" or "unmanaged" end
+  end
+  for name in pairs(force) do
+    if not by_name[name] then warnings[#warnings + 1] = "replace: no carrier named \"" .. name .. "\" in the account" end
+  end
+
+  -- 2. numbers: matched by their E.164 value
+  local number_steps = {}    -- desired index -> list of steps
+  local leaving = {}         -- observed carrier -> list of its number steps (moves, releases)
+  local function add_step(ci, step)
+    number_steps[ci] = number_steps[ci] or {}
+    local l = number_steps[ci]
+    l[#l + 1] = step
+  end
+  local function leaves(owner, step)
+    if not owner then return end
+    leaving[owner] = leaving[owner] or {}
+    local l = leaving[owner]
+    l[#l + 1] = step
+  end
+  local seen = {}
+  for _, r in ipairs(numbers) do
+    local e164 = plain(r.number)
+    local owner = by_sid[plain(r.voip_carrier_sid) or ""]
+    local from = owner and plain(owner.carrier_name) or nil
+    local label = plain(r.label)
+    if type(e164) ~= "string" or seen[e164] then
+      if seen[e164] then
+        warnings[#warnings + 1] = "number " .. e164 .. " is listed twice; record " .. tostring(r.id) .. " is left alone"
+      end
+    else
+      seen[e164] = true
+      local want = desired_of[e164]
+      if want then
+        local ci, num = want.ci, want.num
+        local t = target_of[ci]
+        local new_label = num.label_given and num.label or label
+        if owner and owner == t.observed and not t.new then
+          if num.label_given and label ~= num.label then
+            local s = { action = "replace", type = "number", number = e164, carrier = doc.carriers[ci].name,
+                        index = ci, id = r.id, label = num.label, changes = { { path = "label", before = label, after = num.label } } }
+            add_step(ci, s)
+          else
+            add_step(ci, { action = "unchanged", type = "number", number = e164, carrier = from, id = r.id })
+          end
+        elseif owner and owner == t.observed then
+          -- its carrier is replaced: it moves with it
+          local rs = carrier_steps[ci]
+          rs.numbers[#rs.numbers + 1] = { number = e164, id = r.id, label = new_label }
+          leaves(owner, rs)
+        else
+          local s = { action = "move", type = "number", number = e164, from = from, to = doc.carriers[ci].name,
+                      index = ci, id = r.id, label = new_label, from_id = owner and owner.id or nil }
+          if not owner then s.from_sid = plain(r.voip_carrier_sid) end
+          add_step(ci, s)
+          leaves(owner, s)
+        end
+      elseif owner and (fate[owner] == "replace" or (fate[owner] == "duplicate" and not prune)) then
+        -- not in the file, but its carrier goes away: it stays with the name
+        local ci = owner_of[owner]
+        if fate[owner] == "replace" then
+          local rs = carrier_steps[ci]
+          rs.numbers[#rs.numbers + 1] = { number = e164, id = r.id, label = label, unmanaged = true }
+          leaves(owner, rs)
+        else
+          local s = { action = "move", type = "number", number = e164, from = from, to = doc.carriers[ci].name,
+                      index = ci, id = r.id, label = label, from_id = owner.id, unmanaged = true }
+          add_step(ci, s)
+          leaves(owner, s)
+        end
+      elseif prune then
+        local s = { action = "release_number", type = "number", number = e164, from = from, id = r.id }
+        leaves(owner, s)
+        if owner and owner_of[owner] and fate[owner] ~= "duplicate" then
+          add_step(owner_of[owner], s)        -- listed with the carrier that keeps its name
+        elseif not owner then
+          number_steps.orphans = number_steps.orphans or {}
+          number_steps.orphans[#number_steps.orphans + 1] = s
+        end
+      end
+      if r.status and plain(r.status) ~= "active" and want then
+        warnings[#warnings + 1] = "number " .. e164 .. " has status " .. tostring(plain(r.status))
+      end
+    end
+  end
+  for ci, d in ipairs(doc.carriers) do
+    for _, num in ipairs(d.numbers) do
+      if not seen[num.number] then
+        add_step(ci, { action = "add_number", type = "number", number = num.number, to = d.name,
+                       index = ci, label = num.label })
+      end
+    end
+  end
+
+  -- 3. the steps in reading order: each desired carrier with its
+  -- numbers, then what goes away (numbers released before their carrier)
+  for ci in ipairs(doc.carriers) do
+    steps[#steps + 1] = carrier_steps[ci]
+    for _, s in ipairs(number_steps[ci] or {}) do steps[#steps + 1] = s end
+  end
+  for _, s in ipairs(number_steps.orphans or {}) do steps[#steps + 1] = s end
+  for _, c in ipairs(carriers) do
+    if fate[c] == "duplicate" or fate[c] == "prune" then
+      local held = {}
+      for _, s in ipairs(leaving[c] or {}) do
+        if s.action == "release_number" then steps[#steps + 1] = s end
+        held[#held + 1] = s
+      end
+      steps[#steps + 1] = { action = "delete", type = "carrier", carrier = plain(c.carrier_name), id = c.id,
+                            reason = fate[c] == "duplicate" and "duplicate" or "prune", numbers = #held }
+    end
+  end
+
+  local summary = { add = 0, replace = 0, move = 0, delete = 0 }
+  local changes = 0
+  for _, s in ipairs(steps) do
+    local col = COUNTS[s.action]
+    if col then summary[col] = summary[col] + 1; changes = changes + 1 end
+  end
+  local plan = setmetatable({ steps = steps, summary = summary, changes = changes, prune = prune,
+                              warnings = warnings }, plan_mt)
+  private[plan] = { doc = doc, leaving = leaving, carriers = carriers, state = {} }
+  return plan
+end
+
+---------------------------------------------------------------------------
+-- Rendering a plan, Terraform style
+
+local COLORS = { ["+"] = "\27[32m", ["-"] = "\27[31m", ["~"] = "\27[33m", ["-/+"] = "\27[35m" }
+local RESET = "\27[0m"
+
+-- A value as plan output shows it (JSON-like, sorted keys).
+local function show(v)
+  if v == nil then return "null" end
+  if type(v) == "table" then
+    local keys = {}
+    for k in pairs(v) do keys[#keys + 1] = k end
+    sort(keys)
+    local parts = {}
+    for i, k in ipairs(keys) do parts[i] = k .. " = " .. show(v[k]) end
+    return "{ " .. concat(parts, ", ") .. " }"
+  end
+  if type(v) == "string" then return v == SENSITIVE and v or format("%q", v) end
+  if type(v) == "number" then return format("%.14g", v) end
+  return tostring(v)
+end
+
+local function attr_lines(sign, t, indent, lines)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  sort(keys)
+  local width = 0
+  for _, k in ipairs(keys) do if #k > width then width = #k end end
+  for _, k in ipairs(keys) do
+    lines[#lines + 1] = { sign, indent .. k .. (" "):rep(width - #k) .. " = " .. show(t[k]) }
+  end
+  return lines
+end
+
+local function quoted(s) return s and format("%q", s) or "(unknown carrier)" end
+
+-- The plan as text: one block per change, then the "Plan:" line.
+-- opts.color: ANSI colors (a terminal).
+function _M.render(plan, opts)
+  local color = opts and opts.color
+  local out = {}
+  -- One line: a sign right-aligned in three columns (four more inside a block).
+  local function emit(sign, text, inner)
+    if sign == "" then out[#out + 1] = text return end
+    local pad = (" "):rep(3 - #sign + (inner and 4 or 0))
+    out[#out + 1] = pad .. (color and COLORS[sign] .. sign .. RESET or sign) .. " " .. text
+  end
+  local function gap() if out[#out] ~= "" then out[#out + 1] = "" end end
+  local function block(lines)
+    for _, l in ipairs(lines) do emit(l[1], l[2], true) end
+  end
+  for _, w in ipairs(plan.warnings) do out[#out + 1] = "Warning: " .. w end
+  if #plan.warnings > 0 then out[#out + 1] = "" end
+  if plan.changes == 0 then
+    out[#out + 1] = "No changes. The account matches the file."
+  else
+    out[#out + 1] = "topcalls will perform the following actions:"
+    out[#out + 1] = ""
+  end
+  for _, s in ipairs(plan.steps) do
+    local a = s.action
+    if a == "create" then
+      gap(); emit("", "  # carrier " .. quoted(s.carrier) .. " will be created")
+      emit("+", "carrier " .. quoted(s.carrier) .. " {")
+      local lines = {}
+      attr_lines("+", s.after, "", lines)
+      block(lines)
+      emit("", "    }")
+    elseif a == "replace" and s.type == "carrier" then
+      gap(); emit("", "  # carrier " .. quoted(s.carrier) .. " must be replaced (no update endpoint)"
+             .. (s.reason == "requested" and ", as requested" or ""))
+      emit("-/+", "carrier " .. quoted(s.carrier) .. " (id " .. tostring(s.id) .. ") {")
+      for _, c in ipairs(s.changes) do
+        emit("~", c.path .. " = " .. show(c.before) .. " -> " .. show(c.after) .. "  # forces replacement", true)
+      end
+      if #s.numbers > 0 then
+        local n = {}
+        for i, x in ipairs(s.numbers) do n[i] = x.number end
+        emit("", "        # numbers moved to the new carrier: " .. concat(n, ", "))
+      end
+      emit("", "    }")
+    elseif a == "replace" then
+      emit("-/+", "number " .. s.number .. " on " .. quoted(s.carrier) .. ": label "
+             .. show(s.changes[1].before) .. " -> " .. show(s.changes[1].after) .. "  # released and added again")
+    elseif a == "add_number" then
+      emit("+", "number " .. s.number .. " on " .. quoted(s.to) .. (s.label and " (label " .. show(s.label) .. ")" or ""))
+    elseif a == "move" then
+      emit("~", "number " .. s.number .. ": " .. quoted(s.from) .. " -> " .. quoted(s.to)
+             .. (s.unmanaged and "  # not in the file; its carrier goes away" or ""))
+    elseif a == "release_number" then
+      emit("-", "number " .. s.number .. " on " .. quoted(s.from) .. " (released)")
+    elseif a == "delete" then
+      gap(); emit("", "  # carrier " .. quoted(s.carrier) .. " will be deleted"
+             .. (s.reason == "duplicate" and " (another carrier of this name is the one in the file)" or " (not in the file; --prune)"))
+      emit("-", "carrier " .. quoted(s.carrier) .. " (id " .. tostring(s.id) .. ")")
+    end
+  end
+  local m = plan.summary
+  if plan.changes > 0 then gap() end
+  out[#out + 1] = format("Plan: %d to add, %d to replace, %d to move, %d to delete.", m.add, m.replace, m.move, m.delete)
+  return concat(out, "\n")
+end
+
+plan_mt = {
+  __name = "topcalls.fleet.plan",
+  __tostring = function(p) return _M.render(p) end,
+}
+
+---------------------------------------------------------------------------
+-- apply
+
+local function count_problems(opts)
+  local problems = {}
+  local c = opts.concurrency
+  if c ~= nil and (type(c) ~= "number" or c < 1 or c > 64 or c % 1 ~= 0) then
+    problems[#problems + 1] = { path = "concurrency", code = "range", message = "must be an integer from 1 to 64" }
+  end
+  if opts.on_progress ~= nil and type(opts.on_progress) ~= "function" then
+    problems[#problems + 1] = { path = "on_progress", code = "type", message = "must be a function" }
+  end
+  return problems
+end
+
+-- Apply: carriers created first (concurrently), then numbers added and
+-- moved (moves in batches: release, then add at once), then numbers
+-- released and carriers deleted, a carrier only once every number it
+-- held has left it. See apply() below.
+local function run(target, scope, plan, opts)
+  local p = private[plan]
+  local doc, state = p.doc, p.state
+  state.steps = state.steps or {}          -- step -> "done" | "failed"
+  state.created = state.created or {}      -- desired index -> new carrier record
+  state.numbers = state.numbers or {}      -- E.164 -> "released" | "moved"
+  local concurrency = opts.concurrency or DEFAULT_CONCURRENCY
+  local call = { timeout = opts.timeout, max_retries = opts.max_retries }
+  local many = { concurrency = concurrency, timeout = call.timeout, max_retries = call.max_retries }
+  local t0 = core.now()
+  local result = { done = {}, failed = {}, total = 0, progress_errors = {} }
+  local todo, observed_sid, old_record = {}, {}, {}
+  for _, c in ipairs(p.carriers) do old_record[c.id] = c end
+  for _, s in ipairs(plan.steps) do
+    if s.action == "unchanged" then
+      if s.type == "carrier" then observed_sid[s.index] = old_record[s.id].voip_carrier_sid end
+    else
+      result.total = result.total + 1
+      if state.steps[s] ~= "done" then todo[#todo + 1] = s end
+    end
+  end
+  local progress_n = result.total - #todo
+
+  -- A step is over: record it, tell on_progress (which cannot break the run).
+  local function settle(s, ok, msg, err)
+    state.steps[s] = ok and "done" or "failed"
+    if ok then
+      result.done[#result.done + 1] = s
+    else
+      result.failed[#result.failed + 1] = { step = s, message = msg, err = err }
+    end
+    progress_n = progress_n + 1
+    if opts.on_progress then
+      local pok, why = pcall(opts.on_progress, progress_n, result.total, s,
+                             ok and { ok = true } or { message = msg, err = err })
+      if not pok then result.progress_errors[#result.progress_errors + 1] = tostring(why) end
+    end
+  end
+  local function skipped(why)   -- message, err of a step that was not run
+    local _, msg, err = errors.fail("skipped", why, { retryable = true })
+    return msg, err
+  end
+
+  -- POST entries ({ params, key }) concurrently with add_many; each gets
+  -- .record or .message/.err.
+  local function post(res, field, entries)
+    if #entries == 0 then return end
+    local list, keys = {}, {}
+    for i, e in ipairs(entries) do list[i], keys[i] = e.params, e.key end
+    local results, _, merr = res.add_many(list, { idempotency_keys = keys, concurrency = many.concurrency,
+                                                  timeout = many.timeout, max_retries = many.max_retries })
+    for i, e in ipairs(entries) do
+      local r = results and results[i] or { message = merr.message, err = merr }
+      e.record, e.message, e.err = r[field], r.message, r.err
+    end
+  end
+
+  -- An Idempotency-Key lives 24 h on the server: a record created under
+  -- it and deleted since (by hand, or by an earlier plan) would be
+  -- replayed, not created. After posting, list once; an answered record
+  -- that is not there is sent again under a key derived from it.
+  local function verify(res, field, entries)
+    local answered = {}
+    for _, e in ipairs(entries) do if e.record then answered[#answered + 1] = e end end
+    if #answered == 0 then return end
+    local present = {}
+    for rec in res.each() do
+      if not rec then return end   -- cannot list: trust the answers
+      present[rec.id] = true
+    end
+    local again = {}
+    for _, e in ipairs(answered) do
+      if not present[e.record.id] then
+        e.key = step_key(scope, "again", e.key, tostring(e.record.id))
+        again[#again + 1] = e
+      end
+    end
+    post(res, field, again)
+  end
+
+  local function body_of(params) return (json.encode(params)) end
+
+  -- The voip_carrier_sid desired carrier ci routes through, or nil (not created).
+  local function sid_of(ci) return state.created[ci] and state.created[ci].voip_carrier_sid or observed_sid[ci] end
+
+  -- 1. carriers: creates and the new halves of replaces, concurrently
+  local creates = {}
+  for _, s in ipairs(todo) do
+    if s.type == "carrier" and (s.action == "create" or s.action == "replace") and not state.created[s.index] then
+      local params = doc.carriers[s.index].params
+      creates[#creates + 1] = { step = s, params = params, key = step_key(scope, s.action, body_of(params), s.id) }
+    end
+  end
+  post(target.carriers, "carrier", creates)
+  verify(target.carriers, "carrier", creates)
+  for _, e in ipairs(creates) do
+    if e.record then
+      state.created[e.step.index] = e.record
+      if e.step.action == "create" then settle(e.step, true) end
+    else
+      settle(e.step, false, e.message, e.err)
+    end
+  end
+
+  -- 2. numbers: plain adds at once; moves in batches of `concurrency`,
+  -- each batch released then added at once, so no number waits
+  -- unassigned longer than one batch
+  local adds, moves = {}, {}
+  for _, s in ipairs(todo) do
+    if s.action == "add_number" then
+      local sid = sid_of(s.index)
+      if sid then
+        local params = { number = s.number, voip_carrier_sid = sid, label = s.label }
+        adds[#adds + 1] = { step = s, params = params, key = step_key(scope, "add_number", body_of(params)) }
+      else
+        settle(s, false, skipped("not started: carrier \"" .. s.to .. "\" was not created"))
+      end
+    elseif s.action == "move" or (s.action == "replace" and s.type == "number") then
+      moves[#moves + 1] = { step = s, number = s.number, label = s.label, id = s.id, ci = s.index }
+    elseif s.action == "replace" and s.type == "carrier" then
+      for _, n in ipairs(s.numbers) do
+        moves[#moves + 1] = { step = s, number = n.number, label = n.label, id = n.id, ci = s.index, part = true }
+      end
+    end
+  end
+  post(target.phone_numbers, "phone_number", adds)
+
+  local part_failed = {}   -- replace step -> { message, err } of its first failed number
+  local function move_failed(m, msg, err)
+    if m.part then part_failed[m.step] = part_failed[m.step] or { msg, err }
+    else settle(m.step, false, msg, err) end
+  end
+  local posted = {}
+  for first = 1, #moves, concurrency do
+    local batch = {}
+    for k = first, min(first + concurrency - 1, #moves) do
+      local m = moves[k]
+      local sid = sid_of(m.ci)
+      if not sid then
+        move_failed(m, skipped("not started: carrier \"" .. doc.carriers[m.ci].name
+                               .. "\" was not created; the number stays where it is"))
+      elseif state.numbers[m.number] ~= "moved" then
+        local ok, msg, err = true, nil, nil
+        if state.numbers[m.number] ~= "released" then
+          ok, msg, err = target.phone_numbers.delete(m.id, call)
+          if not ok and err.status == 404 then ok = true end   -- gone already
+        end
+        if ok then
+          state.numbers[m.number] = "released"
+          m.params = { number = m.number, voip_carrier_sid = sid, label = m.label }
+          m.key = step_key(scope, m.step.action == "move" and "move" or "readd", body_of(m.params), m.id)
+          batch[#batch + 1] = m
+        else
+          move_failed(m, msg, err)
+        end
+      end
+    end
+    post(target.phone_numbers, "phone_number", batch)
+    for _, m in ipairs(batch) do posted[#posted + 1] = m end
+  end
+  local all = {}
+  for _, e in ipairs(adds) do all[#all + 1] = e end
+  for _, e in ipairs(posted) do all[#all + 1] = e end
+  verify(target.phone_numbers, "phone_number", all)
+  for _, e in ipairs(adds) do settle(e.step, e.record ~= nil, e.message, e.err) end
+  for _, m in ipairs(posted) do
+    if m.record then
+      state.numbers[m.number] = "moved"
+      if not m.part then settle(m.step, true) end
+    else
+      move_failed(m, m.message, m.err)
+    end
+  end
+
+  -- 3. releases, then deletes of carriers every number has left
+  for _, s in ipairs(todo) do
+    if s.action == "release_number" then
+      local ok, msg, err = target.phone_numbers.delete(s.id, call)
+      if ok or err.status == 404 then
+        state.numbers[s.number] = "released"
+        settle(s, true)
+      else
+        settle(s, false, msg, err)
+      end
+    end
+  end
+  local function delete_carrier(s)
+    local held = {}
+    for _, l in ipairs(p.leaving[old_record[s.id]] or {}) do
+      local list = l.action == "replace" and l.numbers or { l }
+      for _, n in ipairs(list) do
+        if not state.numbers[n.number] or (l.action ~= "release_number" and state.numbers[n.number] ~= "moved") then
+          held[#held + 1] = n.number
+        end
+      end
+    end
+    if #held > 0 then
+      return settle(s, false, skipped("not deleted: it still routes " .. concat(held, ", ")))
+    end
+    local ok, msg, err = target.carriers.delete(s.id, call)
+    if ok or err.status == 404 then settle(s, true) else settle(s, false, msg, err) end
+  end
+  for _, s in ipairs(todo) do
+    if s.type == "carrier" and s.action == "replace" and state.created[s.index] then
+      if part_failed[s] then settle(s, false, part_failed[s][1], part_failed[s][2])
+      else delete_carrier(s) end
+    end
+  end
+  for _, s in ipairs(todo) do
+    if s.action == "delete" then delete_carrier(s) end
+  end
+  result.elapsed = core.now() - t0
+  result.ok = #result.failed == 0
+  return result
+end
+
+---------------------------------------------------------------------------
+-- The public face: bound to a client (anything with `carriers` and
+-- `phone_numbers` resources)
+
+--- fleet functions over `target` (a client, or the topcalls module for
+-- the default client). `scope` (the client's base URL; nil: the default
+-- client's, from the environment) goes into every idempotency key.
+-- The optional options table of fname, raising the usual bad-argument
+-- error (at the caller of fname) when it is not a table.
+local function options_arg(fname, opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #2 to '" .. fname .. "' (table expected, got " .. type(opts) .. ")", 3)
+  end
+  return opts or {}
+end
+
+function _M.bind(target, scope)
+  local f = { check = _M.check, load = _M.load, render = _M.render, redact = _M.redact }
+  local function scope_now()
+    if scope then return scope end
+    local s = client.settings({})
+    return s and s.base_url
+  end
+
+  --- Plan: read the account and list the steps that make it match
+  -- `desired` (a table, or the path of a fleet file). opts: `prune`
+  -- (delete carriers the file does not name, release numbers it does not
+  -- list), `replace` (carrier names to replace even when unchanged, e.g.
+  -- after a password change). Returns the plan, or nil, message, err.
+  function f.plan(desired, opts)
+    if type(desired) ~= "table" and type(desired) ~= "string" then
+      error("bad argument #1 to 'plan' (table or file name expected, got " .. type(desired) .. ")", 2)
+    end
+    opts = options_arg("plan", opts)
+    if type(desired) == "string" then
+      local value, msg, err = _M.load(desired)
+      if not value then return nil, msg, err end
+      desired = value
+    end
+    local doc, msg, err = _M.check(desired)
+    if not doc then return nil, msg, err end
+    if opts.replace ~= nil and (type(opts.replace) ~= "table" or not is_list(opts.replace)) then
+      return errors.violations("validation", { { path = "replace", code = "type", message = "must be a list of carrier names" } })
+    end
+    local carriers, numbers
+    carriers, numbers, err = observe(target)
+    if not carriers then return nil, numbers, err end
+    return make_plan(doc, carriers, numbers, opts)
+  end
+
+  --- Apply a plan from plan(). opts: `concurrency` (1-64, default 8),
+  -- `on_progress(done, total, step, outcome)`, `timeout`, `max_retries`.
+  -- Returns { done = steps, failed = { { step, message, err } }, total,
+  -- elapsed, ok }. Applying the same plan again runs only what has not
+  -- been done (with the same idempotency keys).
+  function f.apply(plan, opts)
+    if type(plan) ~= "table" or not private[plan] then
+      error("bad argument #1 to 'apply' (a plan from fleet.plan expected, got " .. type(plan) .. ")", 2)
+    end
+    opts = options_arg("apply", opts)
+    local problems = count_problems(opts)
+    if #problems > 0 then return errors.violations("validation", problems) end
+    return run(target, scope_now(), plan, opts)
+  end
+
+  --- The account as a desired state (adoption): every carrier with its
+  -- numbers; passwords are not returned by the API and so are absent.
+  -- Returns the table, or nil, message, err.
+  function f.export()
+    local carriers, numbers, err = observe(target)
+    if not carriers then return nil, numbers, err end
+    local out, by_sid = { carriers = {} }, {}
+    for _, c in ipairs(carriers) do
+      local params = {}
+      for _, d in ipairs(fields()) do
+        local v = plain(c[d.name])
+        if type(v) == "table" and d.members then
+          local o = {}
+          for _, m in ipairs(d.members) do
+            if not m.sensitive then o[m.name] = plain(v[m.name]) end
+          end
+          v = o
+        end
+        params[d.name] = v
+      end
+      params.numbers = {}
+      out.carriers[#out.carriers + 1] = params
+      if type(c.voip_carrier_sid) == "string" then by_sid[c.voip_carrier_sid] = params end
+    end
+    for _, n in ipairs(numbers) do
+      local c = by_sid[plain(n.voip_carrier_sid) or ""]
+      if c then
+        local label = plain(n.label)
+        c.numbers[#c.numbers + 1] = label and { number = n.number, label = label } or n.number
+      end
+    end
+    return out
+  end
+
+  return f
+end
+
+return _M
