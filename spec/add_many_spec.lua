@@ -4,6 +4,7 @@
 local topcalls = require "topcalls"
 local emu = require "spec.support.emulator"
 local fx = require "spec.support.fixtures"
+local timing = require "spec.support.timing"
 local cjson = require("cjson").new()
 
 local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
@@ -221,13 +222,20 @@ describe("carriers.add_many", function()
   end)
 
   it("does not let one item's backoff stall the others", function()
-    emu.faults({ { status = 500 } })          -- no Retry-After: a 0.375-0.5 s backoff
+    -- The failed item waits out a per-item Retry-After (502 is not
+    -- batch-wide) that is a generous multiple of what the other five take
+    -- on this machine right now, so its retry comes last however loaded
+    -- the machine is.
+    local _, quiet = fx.client().carriers.add_many(carriers(5), { concurrency = 2 })
+    emu.reset()
+    local wait = math.ceil(timing.scaled(quiet.elapsed, 5, 1, 30))
+    emu.faults({ { status = 502, retry_after = tostring(wait) } })
     local results = fx.client().carriers.add_many(carriers(6), { concurrency = 2 })
     for i = 1, 6 do assert.is_table(results[i].carrier) end
     local reqs = fx.requests("POST")
     assert.are.equal(7, #reqs)
     -- the failed item's retry came last: the other five went meanwhile
-    assert.are.equal(500, reqs[1].status)
+    assert.are.equal(502, reqs[1].status)
     assert.are.equal(reqs[1].headers["idempotency-key"], reqs[7].headers["idempotency-key"])
   end)
 
@@ -246,7 +254,10 @@ describe("carriers.add_many", function()
   end)
 
   it("keeps at most `concurrency` requests in flight", function()
-    emu.config({ latency = 0.05 })
+    -- each answer held long enough (a multiple of a plain add measured now)
+    -- for the batch's next requests to arrive meanwhile, however loaded
+    -- the machine is
+    emu.config({ latency = timing.scaled(timing.round_trip(), 10, 0.05, 2) })
     local results, summary = fx.client().carriers.add_many(carriers(15), { concurrency = 3 })
     assert.are.equal(15, summary.succeeded, tostring(results[1].message))
     local log = emu.log()

@@ -3,6 +3,7 @@
 local topcalls = require "topcalls"
 local emu = require "spec.support.emulator"
 local fx = require "spec.support.fixtures"
+local timing = require "spec.support.timing"
 local cjson = require("cjson").new()
 
 local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
@@ -303,8 +304,12 @@ describe("failures", function()
   end)
 
   it("times out an attempt, and reports it as a retryable transport error", function()
-    emu.faults({ { delay = 3 } })
-    local _, _, err = fx.client().carriers.add(fx.carrier(), { timeout = 0.3, max_retries = 0 })
+    -- long enough for the request to reach the server (5 x a plain add
+    -- measured now), so that it is the answer that is waited for, and the
+    -- answer held 10 times longer than that
+    local timeout = timing.scaled(timing.round_trip(), 5, 0.3, 5)
+    emu.faults({ { delay = 10 * timeout } })
+    local _, _, err = fx.client().carriers.add(fx.carrier(), { timeout = timeout, max_retries = 0 })
     assert.are.equal("transport", err.kind)
     assert.are.equal(28, err.curl_code)
     assert.is_true(err.retryable)

@@ -10,6 +10,7 @@ local socket = require "socket"
 local emu = require "spec.support.emulator"
 local fx = require "spec.support.fixtures"
 local leakscan = require "spec.support.leakscan"
+local timing = require "spec.support.timing"
 
 local MiB = 1024 * 1024
 
@@ -83,12 +84,15 @@ local function add_succeeds_once(c, params, call)
   return carrier
 end
 
--- A port on 127.0.0.1 that nobody listens on (bound, then released).
+-- A port on 127.0.0.1 that nobody listens on, and nobody can start to
+-- while the returned socket lives: bound without SO_REUSEADDR and never
+-- listening, so a connection is refused and no other process (an emulator
+-- of a test run next door, say) can bind the port in the meantime.
 local function closed_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
+  local s = assert(socket.tcp())
+  assert(s:bind("127.0.0.1", 0))
   local _, port = s:getsockname()
-  s:close()
-  return port
+  return port, s
 end
 
 -- A valid carrier whose JSON body is about `size` bytes (the registration
@@ -103,8 +107,10 @@ end
 
 describe("fault matrix", function()
   it("connection refused: a retryable transport error (7) after every attempt", function()
-    local c = client{ base_url = "http://127.0.0.1:" .. closed_port(), max_retries = 1 }
+    local port, holder = closed_port()
+    local c = client{ base_url = "http://127.0.0.1:" .. port, max_retries = 1 }
     local err = transport(7, c.add(fx.carrier()))
+    holder:close()
     assert.is_true(err.retryable)
     assert.are.equal(2, err.attempts)
     carriers(0)
@@ -195,7 +201,7 @@ describe("fault matrix", function()
       local env = os.getenv
       for _, o in ipairs{ { base_url = env("TOPCALLS_EMULATOR_URL") },
                           { base_url = env("TOPCALLS_EMULATOR_TLS_URL"), ca_file = env("TOPCALLS_EMULATOR_CA") } } do
-        o.api_key, o.timeout, o.connect_timeout = %q, 5, 2
+        o.api_key, o.timeout, o.connect_timeout = %q, 30, 10
         local c = assert(topcalls.new(o))
         local _, _, err = c.carriers.add(params, { max_retries = 0 })
         io.write("failed kind=", tostring(err and err.kind), " code=", tostring(err and err.curl_code), "\n")
@@ -229,15 +235,20 @@ describe("fault matrix", function()
   end)
 
   it("a 1-byte-per-second trickle: the per-attempt timeout fires (28), retryable; retried, one carrier", function()
+    -- The retry must fit in the same per-attempt timeout: a generous
+    -- multiple of a plain add measured now.  The trickled answer (a head of
+    -- 100+ bytes at 1 byte/s, cut off by the emulator after 30 s) can never
+    -- arrive within it.
+    local timeout = timing.scaled(timing.round_trip(), 20, 0.5, 10)
     emu.faults{ { trickle = 1 } }
-    local err = transport(28, client().add(fx.carrier(), { max_retries = 0, timeout = 0.5 }))
+    local err = transport(28, client().add(fx.carrier(), { max_retries = 0, timeout = timeout }))
     assert.is_true(err.retryable)
     assert.are.equal(1, err.attempts)
     carriers(0)
 
     emu.reset()
     emu.faults{ { after_process = true, trickle = 1 } }
-    add_succeeds_once(client(), fx.carrier(), { timeout = 0.5 })
+    add_succeeds_once(client(), fx.carrier(), { timeout = timeout })
     assert.is_true(posts(2)[2].replayed)
   end)
 

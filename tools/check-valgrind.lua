@@ -23,19 +23,21 @@ local function carrier(over)
 end
 
 local function client(opts)
-  local o = { api_key = KEY, base_url = emu.url, timeout = 5, connect_timeout = 2 }
+  -- ceilings, not margins: valgrind on a loaded machine is slow
+  local o = { api_key = KEY, base_url = emu.url, timeout = 30, connect_timeout = 10 }
   for k, v in pairs(opts or {}) do o[k] = v end
   return assert(topcalls.new(o))
 end
 
--- A free 127.0.0.1 port nobody listens on: the emulator's own port + 1
--- is not guaranteed, so ask the kernel through LuaSocket.
+-- A 127.0.0.1 port nobody listens on, nor can start to while the returned
+-- socket lives: bound without SO_REUSEADDR and never listening (a port
+-- merely released could be taken by another process before we connect).
 local function refused_url()
   local socket = require "socket"
-  local s = assert(socket.bind("127.0.0.1", 0))
+  local s = assert(socket.tcp())
+  assert(s:bind("127.0.0.1", 0))
   local _, port = s:getsockname()
-  s:close()
-  return "http://127.0.0.1:" .. port
+  return "http://127.0.0.1:" .. port, s
 end
 
 local function case(name, fn)
@@ -45,7 +47,7 @@ local function case(name, fn)
     passed = passed + 1
   else
     failed = failed + 1
-    print("FAIL " .. name .. ": " .. tostring(why))
+    print("FAIL: " .. name .. ": " .. tostring(why))
   end
 end
 
@@ -170,8 +172,10 @@ local function soak()
     emu.faults({ { trickle = 1 } })
     local err = expect_err("transport", c.carriers.add(carrier()))
     assert(err.curl_code == 28, "expected a timeout, got " .. tostring(err.curl_code))
-    local r = client({ base_url = refused_url(), max_retries = 1 })
+    local url, holder = refused_url()
+    local r = client({ base_url = url, max_retries = 1 })
     err = expect_err("transport", r.carriers.add(carrier()))
+    holder:close()
     assert(err.attempts == 2)
     local d = client({ base_url = "https://topcalls-soak.invalid", max_retries = 0 })
     expect_err("transport", d.carriers.add(carrier()))

@@ -98,7 +98,9 @@ describe("Kamailio: the example edge route", function()
     emu.config{ latency = 0 }
     assert(ok, r)
     assert.are.equal(200, r.status, r.error)
-    assert.is_true(r.sent >= 3, "sent " .. tostring(r.sent))
+    -- at least one retransmission reached Kamailio while the API was slow
+    -- (about 4 at this rate; a loaded machine may wake sipsend late)
+    assert.is_true(r.sent >= 2, "sent " .. tostring(r.sent))
     assert.are.equal(stored(name).voip_carrier_sid, r.headers["x-topcalls-voip-carrier-sid"])
     assert.are.equal(1, #h.requests_named(name))
   end)

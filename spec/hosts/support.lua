@@ -57,16 +57,18 @@ function M.post_pool(path, params, headers)
 end
 
 -- The same POST sent by n curl processes at once; returns the list of
--- {status, body} in order and the wall time of the whole batch.
-function M.parallel_posts(url, bodies)
+-- {status, body} in order and the wall time of the whole batch.  Each curl
+-- gives up after max_time seconds (default 10).
+function M.parallel_posts(url, bodies, max_time)
   local dir = os.tmpname()
   os.remove(dir)
   assert(os.execute("mkdir -p " .. dir))
   local cmd = {}
   for i, body in ipairs(bodies) do
     local f = assert(io.open(dir .. "/in" .. i, "w")); f:write(body); f:close()
-    cmd[#cmd + 1] = ("curl -s -m 10 -o %s/out%d -w '%%{http_code}' -H 'Content-Type: application/json' "
-                    .. "--data-binary @%s/in%d '%s' > %s/code%d &"):format(dir, i, dir, i, url, dir, i)
+    cmd[#cmd + 1] = ("curl -s -m %d -o %s/out%d -w '%%{http_code}' -H 'Content-Type: application/json' "
+                    .. "--data-binary @%s/in%d '%s' > %s/code%d &"):format(math.ceil(max_time or 10), dir, i, dir, i,
+                                                                           url, dir, i)
   end
   cmd[#cmd + 1] = "wait"
   local started = M.now()

@@ -18,8 +18,11 @@ function _M.carrier(overrides)
 end
 
 -- A client of the emulator (plain http on loopback) with the test key.
+-- The timeouts are the library's defaults: ceilings for a broken run, not
+-- margins (a loaded machine can stall a loopback request for seconds); a
+-- case about timeouts passes its own, derived from what it measures.
 function _M.client(opts)
-  local o = { api_key = _M.API_KEY, base_url = emu.url, timeout = 5, connect_timeout = 2 }
+  local o = { api_key = _M.API_KEY, base_url = emu.url, timeout = 30, connect_timeout = 10 }
   for k, v in pairs(opts or {}) do o[k] = v end
   return assert(topcalls.new(o))
 end

@@ -61,7 +61,7 @@ static lua_State *new_state(ctx_t *c)
 {
     lua_State *L = lua_newstate(torture_alloc, c);
     if (L == NULL) {
-        fprintf(stderr, "torture: cannot create a Lua state\n");
+        fprintf(stderr, "FAIL: torture: cannot create a Lua state\n");
         exit(2);
     }
     luaL_openlibs(L);
@@ -70,7 +70,7 @@ static lua_State *new_state(ctx_t *c)
     lua_setfield(L, -2, "topcalls.core");
     lua_pop(L, 1);
     if (luaL_dofile(L, scenarios_file) != LUA_OK || !lua_istable(L, -1)) {
-        fprintf(stderr, "torture: %s: %s\n", scenarios_file, lua_tostring(L, -1));
+        fprintf(stderr, "FAIL: torture: %s: %s\n", scenarios_file, lua_tostring(L, -1));
         exit(2);
     }
     return L;
@@ -111,12 +111,12 @@ static unsigned long run(const char *scenario, unsigned long n, int mode, tally_
     lua_getfield(L, tab, "setup");
     lua_pushstring(L, scenario);
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-        fprintf(stderr, "torture: setup of %s: %s\n", scenario, lua_tostring(L, -1));
+        fprintf(stderr, "FAIL: torture: setup of %s: %s\n", scenario, lua_tostring(L, -1));
         exit(2);
     }
     lua_getfield(L, tab, scenario);
     if (!lua_isfunction(L, -1)) {
-        fprintf(stderr, "torture: no scenario %s\n", scenario);
+        fprintf(stderr, "FAIL: torture: no scenario %s\n", scenario);
         exit(2);
     }
     int base = lua_gettop(L) - 1;
@@ -138,7 +138,7 @@ static unsigned long run(const char *scenario, unsigned long n, int mode, tally_
         t->oom++;
     } else if (status != LUA_OK) {
         what = "bad error";
-        fprintf(stderr, "torture: %s N=%lu %s: raised %s (status %d)\n", scenario, n, mode_names[mode],
+        fprintf(stderr, "FAIL: torture: %s N=%lu %s: raised %s (status %d)\n", scenario, n, mode_names[mode],
                 lua_tostring(L, -1) ? lua_tostring(L, -1) : luaL_typename(L, -1), status);
         ok = 0;
     } else {
@@ -149,7 +149,7 @@ static unsigned long run(const char *scenario, unsigned long n, int mode, tally_
         for (int i = 1; i <= nres; i++)
             lua_pushvalue(L, base + i);
         if (lua_pcall(L, 2 + nres, 1, 0) != LUA_OK) {
-            fprintf(stderr, "torture: %s N=%lu %s: %s\n", scenario, n, mode_names[mode], lua_tostring(L, -1));
+            fprintf(stderr, "FAIL: torture: %s N=%lu %s: %s\n", scenario, n, mode_names[mode], lua_tostring(L, -1));
             ok = 0;
             what = "bad result";
         } else {
@@ -166,7 +166,7 @@ static unsigned long run(const char *scenario, unsigned long n, int mode, tally_
     lua_getfield(L, tab, "after");
     lua_pushstring(L, scenario);
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-        fprintf(stderr, "torture: %s N=%lu %s after a run ending in %s: %s\n", scenario, n,
+        fprintf(stderr, "FAIL: torture: %s N=%lu %s after a run ending in %s: %s\n", scenario, n,
                 mode_names[mode], what, lua_tostring(L, -1));
         ok = 0;
     }
@@ -199,7 +199,7 @@ int main(int argc, char **argv)
         tally_t dry = { 0 };
             unsigned long need = run(*s, 0, 0, &dry);
         if (need == 0 || dry.ok != 1) {
-            fprintf(stderr, "torture: %s fails without any allocation failing\n", *s);
+            fprintf(stderr, "FAIL: torture: %s fails without any allocation failing\n", *s);
             failed++;
             continue;
         }
