@@ -13,18 +13,7 @@ local UUID = "^%x+%-%x+%-%x+%-%x+%-%x+$"
 
 local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function spit(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local slurp, spit = fx.slurp, fx.spit
 
 -- Run `topcalls ARGV...` and return exit code, stdout, stderr. opts.env:
 -- variables to export (false unsets; the key and base URL default to the

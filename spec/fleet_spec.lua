@@ -52,18 +52,7 @@ local function account()
   return { carriers = #carriers, numbers = #numbers, names = by_name, on = by_number }
 end
 
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function spit(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local slurp, spit = fx.slurp, fx.spit
 
 describe("fleet.check (offline)", function()
   it("reports every violation with its path, duplicates included, and sends nothing", function()

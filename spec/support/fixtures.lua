@@ -36,4 +36,18 @@ function _M.requests(method)
   return out
 end
 
+-- A whole file's bytes, and writing them.
+function _M.slurp(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+function _M.spit(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
 return _M
