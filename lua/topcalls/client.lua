@@ -330,11 +330,6 @@ local function step(s, rq, res, attempt, elapsed)
   return delay, verdict
 end
 
--- The decoders client:perform can run in C: for these names a 2xx JSON
--- answer comes back as value, shape with the same value the Lua decoder
--- would give; any other answer comes back as the outcome table.
-local IN_C = { object = true, page = true, none = true }
-
 -- Run one logical call: attempts with retries, one idempotency key for
 -- all of them (POST). `decode` names a DECODERS entry. Returns its value,
 -- or nil, message, err.
@@ -344,7 +339,10 @@ function _M.call(state, method, path, body, call, decode)
   local key = method == "POST" and (call.idempotency_key or core.uuid4()) or nil
   local timeout = call.timeout or s.timeout
   -- the logger wants every attempt's status and request id: the Lua way
-  local in_c = not s.logger and IN_C[decode] and decode or nil
+  -- Every DECODERS name has a twin in client:perform: a 2xx JSON answer
+  -- then comes back decoded in C as value, shape (the value the Lua
+  -- decoder would give); any other answer as the outcome table.
+  local in_c = not s.logger and decode or nil
   local rq
   local attempt = 0
   while true do
@@ -413,6 +411,5 @@ function _M.new_state(opts)
   return { settings = s, handle = handle }
 end
 
-_M.is_number = is_number
 
 return _M

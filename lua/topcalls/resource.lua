@@ -68,7 +68,7 @@ local function bad_arg(fname, n, value, expected)
 end
 
 -- The arguments every public entry checks before anything else.
-function _M.check_args(fname, first, call)
+local function check_args(fname, first, call)
   local expected = FIRST_ARG[fname]
   if type(first) ~= expected and not (first == nil and FIRST_ARG_OPTIONAL[fname]) then
     bad_arg(fname, 1, first, expected)
@@ -94,7 +94,7 @@ end
 -- table then goes to the generic encoder (sorted keys). Encoding is part
 -- of validating: such a field may hold what JSON cannot carry, and
 -- validate must refuse what add would.
-function _M.prepare(desc, params, strict, call)
+local function prepare(desc, params, strict, call)
   local body, problems = core.body(params, strict, desc.schema)
   if call and next(call) ~= nil then problems = client.check_options(call, client.CALL_OPTIONS, problems) end
   if problems and #problems > 0 then return errors.violations("validation", problems) end
@@ -194,16 +194,16 @@ function _M.front(desc, transport, strict)
   local record = function(t) return view.record(desc, t) end
 
   function res.validate(params)
-    _M.check_args("validate", params)
-    local body, msg, err = _M.prepare(desc, params, strict)
+    check_args("validate", params)
+    local body, msg, err = prepare(desc, params, strict)
     if not body then return nil, msg, err end
     return true
   end
 
   function res.add(params, call)
-    _M.check_args("add", params, call)
+    check_args("add", params, call)
     call = client.plain(call)
-    local body, msg, err = _M.prepare(desc, params, strict, call)
+    local body, msg, err = prepare(desc, params, strict, call)
     if not body then return nil, msg, err end
     local value
     value, msg, err = transport.call("POST", desc.path, body, call, "object")
@@ -221,7 +221,7 @@ function _M.front(desc, transport, strict)
   end
 
   function res.get(id, call)
-    _M.check_args("get", id, call)
+    check_args("get", id, call)
     local value, msg, err = on_record("GET", id, call, "object")
     if value then return record(value) end
     -- A server without the by-id route: find the record in the list.
@@ -235,14 +235,14 @@ function _M.front(desc, transport, strict)
   end
 
   function res.delete(id, call)
-    _M.check_args("delete", id, call)
+    check_args("delete", id, call)
     return on_record("DELETE", id, call, "none")
   end
 
   -- A generic-for iterator over every record, fetched page by page. On a
   -- failure it yields false, message, err once, then stops.
   function res.each(opts)
-    _M.check_args("each", opts)
+    check_args("each", opts)
     opts = client.plain(opts)
     local problems = option_problems(opts, LIST_OPTIONS)
     local failed
@@ -275,7 +275,7 @@ function _M.front(desc, transport, strict)
 
   -- Every record (up to opts.limit) as one list, or nil, message, err.
   function res.list(opts)
-    _M.check_args("list", opts)
+    check_args("list", opts)
     local out = {}
     for item, msg, err in res.each(opts) do
       if not item then return nil, msg, err end
@@ -287,7 +287,7 @@ function _M.front(desc, transport, strict)
   -- Add many records concurrently (client.bulk): results[i] in input
   -- order, and a summary. See the README.
   function res.add_many(list, opts)
-    _M.check_args("add_many", list, opts)
+    check_args("add_many", list, opts)
     opts = client.plain(opts)
     local t0 = core.now()
     local problems = option_problems(opts, MANY_OPTIONS)
@@ -331,7 +331,7 @@ function _M.front(desc, transport, strict)
         body, msg, err = errors.violations("validation", { { path = "", code = "type",
           message = "params must be a table, got " .. type(params) } })
       else
-        body, msg, err = _M.prepare(desc, params, strict, key ~= nil and { idempotency_key = key } or nil)
+        body, msg, err = prepare(desc, params, strict, key ~= nil and { idempotency_key = key } or nil)
       end
       if body and key ~= nil and seen[key] then
         body, msg, err = errors.violations("validation", { { path = "idempotency_key", code = "conflict",
@@ -398,7 +398,7 @@ function _M.default(desc, new)
   for _, name in ipairs(_M.OPERATIONS) do
     if name ~= "validate" then
       res[name] = function(first, call)
-        _M.check_args(name, first, call)
+        check_args(name, first, call)
         if not default_client then
           local c, msg, err = new()
           if not c then
