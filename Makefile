@@ -25,14 +25,19 @@ endif
 
 SOURCES := $(wildcard src/*.c src/*.h lua/topcalls/*.lua bin/topcalls) $(ROCKSPEC)
 
-.PHONY: all build deps test demo clean check-hosts check-sanitize check-valgrind fuzz check-torture lint docs bench bench-instructions check-instructions
+.PHONY: all build deps deps-build deps-demo test demo clean check-hosts check-sanitize check-valgrind fuzz check-torture lint docs bench bench-instructions check-instructions
 
 all: build
 
+# Each target installs only the Debian packages it needs (tools/deps GROUP).
 deps:
-	@tools/deps
+	@tools/deps test
+deps-build:
+	@tools/deps build
+deps-demo:
+	@tools/deps demo
 
-build: deps build/$(LUA)/.stamp
+build: deps-build build/$(LUA)/.stamp
 
 build/$(LUA)/.stamp: $(SOURCES)
 	@mkdir -p build
@@ -46,7 +51,7 @@ test: deps
 	@for v in $(LUAS); do $(MAKE) --no-print-directory build LUA=$$v || exit 1; done
 	@tools/test-all $(LUAS)
 
-demo: deps
+demo: deps-demo
 	@$(MAKE) --no-print-directory build LUA=5.4
 	@tools/demo
 
