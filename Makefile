@@ -4,6 +4,7 @@
 #   make demo                       add a carrier through the local emulator
 #   make bench                      throughput against the peers (minutes, noisy)
 #   make bench-instructions         instructions per add (callgrind, ~30 s)
+#   make dist                       release tarball + source rock of HEAD into dist/
 #   make clean
 # SPDX-License-Identifier: MIT
 
@@ -25,7 +26,7 @@ endif
 
 SOURCES := $(wildcard src/*.c src/*.h lua/topcalls/*.lua bin/topcalls) $(ROCKSPEC)
 
-.PHONY: all build deps deps-build deps-demo test demo clean check-hosts check-sanitize check-valgrind fuzz check-torture lint docs bench bench-instructions check-instructions
+.PHONY: all build deps deps-build deps-demo test demo clean check-hosts check-sanitize check-valgrind fuzz check-torture lint docs bench bench-instructions check-instructions dist check-dist
 
 all: build
 
@@ -86,5 +87,12 @@ check-instructions:
 	@for v in 5.4 luajit; do $(MAKE) --no-print-directory build LUA=$$v || exit 1; done
 	@tools/check-instructions
 
+# The release artifacts of the committed tree (git archive), reproducibly.
+dist:
+	@tools/dist dist
+
+check-dist: deps
+	@tools/check-dist
+
 clean:
-	rm -rf build topcalls src/*.o
+	rm -rf build dist topcalls src/*.o

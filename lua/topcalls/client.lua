@@ -11,7 +11,7 @@ local type, pairs, ipairs, next, tostring, pcall, setmetatable, getenv, open =
       type, pairs, ipairs, next, tostring, pcall, setmetatable, os.getenv, io.open
 local floor, huge, find, match, byte = math.floor, math.huge, string.find, string.match, string.byte
 
-local _M = { VERSION = "0.1.0" }
+local _M = { VERSION = "0.2.0" }   -- the one place the version is written (tools/check-dist)
 
 local DEFAULT_BASE_URL = "https://api.topcalls.ai"
 
