@@ -185,19 +185,22 @@ describe("carriers.add_many", function()
       names[s.carrier_name] = s.id
     end
     for i = 1, 8 do assert.are.equal(names["Trunk " .. i], results[i].carrier.id) end
-    -- one logger event per attempt: 8 finished + 5 retried. Should a run
-    -- ever disagree, its message shows both sides: the server's log (one
-    -- line per request: connection, its request number, status, fault)
-    -- and the client's events.
+    -- one logger event per attempt: 8 finished + 5 retried, each fault
+    -- seen by the client (the emulator puts the resets on fresh
+    -- connections: on a reused one libcurl would re-send by itself and the
+    -- client would never see it). Should a run ever disagree, its message
+    -- shows both sides: the server's log (one line per request:
+    -- connection, its request number, status, fault) and the client's
+    -- events.
     local reqs = fx.requests("POST")
     local seen = {}
     for _, r in ipairs(reqs) do
-      seen[#seen + 1] = ("server c%s#%s %s %s"):format(tostring(r.connection), tostring(r.connection_requests),
-        tostring(r.status), r.fault and tostring(r.fault.status or r.fault.reset) or "-")
+      seen[#seen + 1] = ("server c%s#%s %s %s %s"):format(tostring(r.connection), tostring(r.connection_requests),
+        tostring(r.status), r.fault and tostring(r.fault.status or r.fault.reset) or "-", r.headers["idempotency-key"])
     end
     for _, e in ipairs(events) do
-      seen[#seen + 1] = ("client item %s attempt %s %s %s %s"):format(tostring(e.index), tostring(e.attempt),
-        tostring(e.outcome), tostring(e.status or e.curl_code), tostring(e.verdict))
+      seen[#seen + 1] = ("client item %s attempt %s %s %s %s %s"):format(tostring(e.index), tostring(e.attempt),
+        tostring(e.outcome), tostring(e.status or e.curl_code), tostring(e.verdict), e.idempotency_key)
     end
     local trace = table.concat(seen, "\n")
     assert.are.equal(13, #reqs, trace)
@@ -211,13 +214,28 @@ describe("carriers.add_many", function()
       if e.verdict == "retry" then retries = retries + 1 else assert.are.equal("done", e.verdict) end
     end
     assert.are.equal(5, retries)
-    -- every attempt of an item carried that item's key
-    local per_key = {}
+    -- per item: the server got exactly the attempts the client made, all
+    -- with that item's key and body
+    local by_key = {}
     for _, r in ipairs(reqs) do
       local k = r.headers["idempotency-key"]
-      per_key[k] = per_key[k] or cjson.decode(r.body).carrier_name
-      assert.are.equal(per_key[k], cjson.decode(r.body).carrier_name)
+      by_key[k] = by_key[k] or { name = cjson.decode(r.body).carrier_name, requests = 0, attempts = 0 }
+      by_key[k].requests = by_key[k].requests + 1
+      assert.are.equal(by_key[k].name, cjson.decode(r.body).carrier_name)
     end
+    for _, e in ipairs(events) do
+      local item = by_key[e.idempotency_key]
+      assert.is_table(item, trace)
+      item.attempts = item.attempts + 1
+      assert.are.equal(item.attempts, e.attempt, trace)
+      assert.are.equal("Trunk " .. e.index, item.name)
+    end
+    local items = 0
+    for _, item in pairs(by_key) do
+      items = items + 1
+      assert.are.equal(item.requests, item.attempts, trace)
+    end
+    assert.are.equal(8, items)
   end)
 
   it("reports an item whose retries ran out, while the others succeed", function()

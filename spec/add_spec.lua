@@ -367,11 +367,14 @@ describe("connections", function()
   it("opens a new connection after the server closed the kept one", function()
     local c = fx.client()
     assert(c.carriers.add(fx.carrier()))
-    emu.faults({ { reset = "before" } })
+    -- the kept-alive connection dies under the next request (connection =
+    -- "any": the emulator would otherwise keep the fault for a fresh one)
+    emu.faults({ { reset = "before", connection = "any" } })
     assert(c.carriers.add(fx.carrier()))
     assert(c.carriers.add(fx.carrier()))
     local reqs = fx.requests("POST")
-    assert.are.equal(4, #reqs)                 -- the reset attempt was retried
+    assert.are.equal(4, #reqs)                 -- libcurl re-sent the lost request itself
+    assert.are.same({ 2, "reset:before" }, { reqs[2].connection_requests, reqs[2].status })
     assert.are_not.equal(reqs[1].connection, reqs[3].connection)
     assert.are.equal(reqs[3].connection, reqs[4].connection)
     assert.are.equal(3, #emu.carriers())

@@ -411,3 +411,74 @@ describe("fault matrix", function()
     for i, stored in ipairs(list) do assert.are.equal(ids[i], stored.id) end
   end)
 end)
+
+-- libcurl re-sends a request by itself when a kept-alive connection dies
+-- before the first byte of the answer (it cannot tell that from a server
+-- that closed an idle connection just as the request went out). A fault
+-- that loses the connection that way on a reused connection would be
+-- consumed without the client ever seeing it, and every count of attempts
+-- would depend on which connection the fault happened to land on. The
+-- emulator puts such faults on fresh connections only.
+describe("faults that lose the connection before the answer", function()
+  -- A client whose logger keeps each attempt (one event per attempt).
+  local function logged_client(opts)
+    local events = {}
+    opts = opts or {}
+    opts.logger = function(e) events[#events + 1] = e end
+    return fx.client(opts), events
+  end
+
+  it("land on a fresh connection when queued behind an answer: the client sees each one", function()
+    emu.faults{ {}, { reset = "before" } }
+    local c, events = logged_client()
+    assert.is_table((c.carriers.add(fx.carrier{ carrier_name = "Trunk 1" })))
+    assert.is_table((c.carriers.add(fx.carrier{ carrier_name = "Trunk 2" })))
+    local reqs = fx.requests("POST")
+    assert.are.same({ 201, "reset:before", 201 }, { reqs[1].status, reqs[2].status, reqs[3].status })
+    assert.are.equal(3, #reqs)
+    assert.are.equal(1, reqs[2].connection_requests, "the reset came on a fresh connection")
+    assert.are.equal(3, #events, "one client-visible attempt per request")
+    assert.are.same({ 1, "transport", 52, "retry" },
+                    { events[2].attempt, events[2].outcome, events[2].curl_code, events[2].verdict })
+    assert.are.same({ 2, "ok" }, { events[3].attempt, events[3].outcome })
+    assert.are.equal(2, #emu.carriers())
+  end)
+
+  it("land on a fresh connection when queued while the client keeps one alive", function()
+    local c, events = logged_client()
+    assert.is_table((c.carriers.add(fx.carrier{ carrier_name = "Trunk 1" })))
+    emu.faults{ { reset = "during_request" } }
+    assert.is_table((c.carriers.add(fx.carrier{ carrier_name = "Trunk 2" })))
+    local reqs = fx.requests("POST")
+    -- the kept-alive connection is closed unanswered (libcurl re-sends on
+    -- a new one, as it would for an idle connection the server closed),
+    -- the fault waits for that re-send
+    assert.are.same({ 201, "closed:reused", "reset:during_request", 201 },
+                    { reqs[1].status, reqs[2].status, reqs[3].status, reqs[4].status })
+    assert.are.equal(2, reqs[2].connection_requests)
+    assert.are.equal(1, reqs[3].connection_requests)
+    assert.are.equal(3, #events)
+    assert.are.same({ 1, "transport", "retry" }, { events[2].attempt, events[2].outcome, events[2].verdict })
+    assert.are.same({ 2, "ok" }, { events[3].attempt, events[3].outcome })
+    assert.are.equal(2, #emu.carriers())
+  end)
+
+  it("may land on a reused connection when asked to: libcurl re-sends, the key keeps it one carrier", function()
+    emu.faults{ {}, { after_process = true, reset = "before", connection = "any" } }
+    local c, events = logged_client()
+    local first = assert(c.carriers.add(fx.carrier{ carrier_name = "Trunk 1" }))
+    local second = assert(c.carriers.add(fx.carrier{ carrier_name = "Trunk 2" }))
+    local reqs = fx.requests("POST")
+    assert.are.equal(3, #reqs)
+    assert.are.same({ 201, "reset:before", 201 }, { reqs[1].status, reqs[2].status, reqs[3].status })
+    assert.are.equal(2, reqs[2].connection_requests, "the fault hit the kept-alive connection")
+    -- the client never saw the lost answer: one attempt per add
+    assert.are.equal(2, #events)
+    assert.are.same({ 1, 1 }, { events[1].attempt, events[2].attempt })
+    -- libcurl's re-send carried the same key and got the replay
+    assert.are.equal(reqs[2].headers["idempotency-key"], reqs[3].headers["idempotency-key"])
+    assert.is_true(reqs[3].replayed)
+    local list = carriers(2)
+    assert.are.same({ first.id, second.id }, { list[1].id, list[2].id })
+  end)
+end)

@@ -142,8 +142,8 @@ local function soak()
   case("retries", function()
     local events = {}
     local c = client({ logger = function(e) events[#events + 1] = e end })
-    -- a reset first, on a fresh connection (on a reused one libcurl
-    -- itself retries once, invisibly)
+    -- a reset first; the emulator applies it on a fresh connection (on a
+    -- reused one libcurl would re-send by itself, invisibly)
     emu.faults({ { reset = "before" }, { status = 503, retry_after = "0" },
                  { status = 429, retry_after = "0" } })
     local err = expect_err("api", c.carriers.add(carrier()))

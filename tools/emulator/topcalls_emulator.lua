@@ -9,6 +9,7 @@
 -- it is shared by every worker:
 --   config:<name>      runtime settings (absent: the default)
 --   faults             list (rpush/lpop): FIFO of JSON fault objects
+--   fresh_faults       how many queued faults wait for a fresh connection
 --   log_seq, log:<n>   the API request log
 --   <kind>_seq, <kind>:<id>        stored records {seq, data, ...}; kind is
 --                                  carrier or number
@@ -911,11 +912,37 @@ local function apply_fault(ctx, fault)
   return send(ctx, res, fault.chunked)
 end
 
+-- Faults that lose the connection before the first byte of an answer.
+-- On a kept-alive connection libcurl re-sends such a request by itself (it
+-- cannot tell a lost answer from an idle connection the server closed just
+-- as the request went out), so the client would never see the fault and
+-- every count of attempts would depend on the connection it landed on.
+-- Unless the fault says `connection = "any"`, it is only ever applied on a
+-- fresh connection: while one is queued (counted in "fresh_faults") every
+-- answer closes its connection, and a request on a reused connection that
+-- pops one is closed unanswered, the fault put back for libcurl's re-send.
+local function fresh_only(f)
+  return (f.reset == "before" or f.reset == "during_request" or f.raw == "")
+    and f.connection ~= "any"
+end
+
 local function api()
   local ctx = { request_id = "req_" .. hex(random_bytes(16)),
                 epoch = tonumber(dict:get("epoch")) or 0 }
   local fault = dict:lpop("faults")             -- popped on arrival: FIFO
   ctx.fault = fault and cjson.decode(fault)
+  if ctx.fault and fresh_only(ctx.fault) then
+    if tonumber(ngx.var.connection_requests) > 1 then
+      dict:lpush("faults", fault)               -- for the re-send, on a new connection
+      ctx.fault = nil
+      ctx.body = read_request_body()            -- the whole request was sent: libcurl re-sends it
+      log_arrival(ctx)
+      ctx.entry.status = "closed:reused"
+      save_log(ctx)
+      return ngx.exit(444)
+    end
+    dict:incr("fresh_faults", -1, 0)
+  end
   if ctx.fault and ctx.fault.reset == "during_request" then
     -- Close while the client is still sending: the head was read, the body
     -- is left unread, so the kernel answers the client's next bytes with a
@@ -946,7 +973,7 @@ local FAULT_KEYS = {
   headers = "table", retry_after = "string", content_type = "string",
   after_process = "boolean", reset = "string", raw = "string",
   oversize = "number", chunked = "boolean", redirect = "string",
-  trickle = "number",
+  trickle = "number", connection = "string",
 }
 
 local function check_fault(f, i)
@@ -964,6 +991,9 @@ local function check_fault(f, i)
   end
   if f.reset == "during_request" and f.after_process then
     return ("fault %d: reset 'during_request' cannot be combined with after_process"):format(i)
+  end
+  if f.connection and f.connection ~= "fresh" and f.connection ~= "any" then
+    return ("fault %d: connection must be 'fresh' or 'any'"):format(i)
   end
 end
 
@@ -1098,7 +1128,10 @@ local CONTROL = {
       local err = check_fault(f, i)
       if err then return 400, { error = err } end
     end
-    for _, f in ipairs(list) do dict:rpush("faults", json(f)) end
+    for _, f in ipairs(list) do
+      if fresh_only(f) then dict:incr("fresh_faults", 1, 0) end   -- before it can be popped
+      dict:rpush("faults", json(f))
+    end
     return 200, { ok = true, queued = dict:llen("faults") or 0 }
   end,
 
@@ -1140,8 +1173,12 @@ function M.init(opts)
   default_latency = tonumber(opts and opts.latency) or 0
 end
 
-function M.handle()
+-- `closing`: called from the location that answers with keepalive off.
+function M.handle(closing)
   if ngx.var.uri:sub(1, 11) == "/_emulator/" then return control() end
+  if not closing and (tonumber(dict:get("fresh_faults")) or 0) > 0 then
+    return ngx.exec("@closing")                 -- see fresh_only()
+  end
   return api()
 end
 
