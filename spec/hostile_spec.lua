@@ -185,3 +185,22 @@ describe("a huge response header", function()
     assert.are.equal(false, err.retryable)
   end)
 end)
+
+describe("add_many's on_progress", function()
+  it("never loses the results, even when its error's __tostring raises", function()
+    h.script{ { method = "POST", path = CARRIERS, status = 201, headers = JSON, body = CREATED } }
+    local nasty = setmetatable({}, { __tostring = function() error("tostring exploded") end })
+    local function on_progress() error(nasty) end
+    local ok, results, summary = pcall(client().carriers.add_many, { fx.carrier(), fx.carrier() },
+                                       { on_progress = on_progress })
+    assert.is_true(ok, tostring(results))
+    assert.are.equal(2, summary.succeeded)
+    assert.are.equal(ID, results[1].carrier.id)
+    assert.are.equal(ID, results[2].carrier.id)
+    assert.are.equal(2, #summary.progress_errors)
+    for _, pe in ipairs(summary.progress_errors) do
+      assert.are.equal("string", type(pe.message))
+      assert.is_truthy(pe.message:find("on_progress", 1, true), pe.message)
+    end
+  end)
+end)

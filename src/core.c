@@ -71,6 +71,21 @@ static int copy_opt_string(lua_State *L, int t, const char *name, const char *pr
     return type == LUA_TSTRING || type == LUA_TNIL ? 0 : -1;
 }
 
+/* Seconds of a timeout as libcurl's milliseconds, at least 1 (0 would
+ * mean no timeout at all) and at most TIMEOUT_MAX_MS: casting a double
+ * past LONG_MAX (1e300, inf) or NaN to long is undefined behaviour. The
+ * Lua layer refuses more than a day (client.MAX_SECONDS); this guards
+ * every other caller. */
+#define TIMEOUT_MAX_MS 2147483647L   /* fits a 32-bit long: ~24.8 days */
+
+static long timeout_ms(double seconds)
+{
+    if (!(seconds > 0))
+        return 1;
+    double ms = ceil(seconds * 1000.0);
+    return ms < (double)TIMEOUT_MAX_MS ? (long)ms : TIMEOUT_MAX_MS;
+}
+
 /*
 ** core.client_new{ base_url, api_key, user_agent, ca_file, proxy,
 ** connect_timeout } -> client | nil, reason. The Lua layer checks types
@@ -112,9 +127,8 @@ static int l_client_new(lua_State *L)
         s->base_url[--n] = '\0';
 
     lua_getfield(L, 1, "connect_timeout");
-    s->connect_timeout_ms = (long)(lua_tonumber(L, -1) * 1000.0);
-    if (s->connect_timeout_ms <= 0)
-        s->connect_timeout_ms = 10000;
+    double connect = lua_tonumber(L, -1);   /* 0 when absent */
+    s->connect_timeout_ms = connect > 0 ? timeout_ms(connect) : 10000;
     lua_pop(L, 1);
     return 1;
 }
@@ -262,13 +276,6 @@ static const char *opt_key(lua_State *L, int i)
     if (key && strlen(key) > 255)
         luaL_argerror(L, i, "idempotency key too long");
     return key;
-}
-
-/* Seconds of a per-attempt timeout as libcurl's milliseconds, at least 1
- * (0 would mean no timeout at all). */
-static long timeout_ms(double seconds)
-{
-    return seconds > 0 ? (long)ceil(seconds * 1000.0) : 1;
 }
 
 /* What client:perform's `decode` argument asks of a 2xx answer. */

@@ -41,8 +41,19 @@ _M.CALL_OPTIONS = CALL_OPTIONS
 
 local MAX_RETRIES_LIMIT = 10
 
+-- The largest number of seconds any `seconds` option takes (a day): past
+-- it libcurl's milliseconds would overflow, and no answer is worth a
+-- longer wait. One rule for every such option, client-wide or per call.
+local MAX_SECONDS = 86400
+_M.MAX_SECONDS = MAX_SECONDS
+
+local tointeger = math.tointeger or function(v) return v end   -- 5.1/LuaJIT: every number is a float
+
 -- Check one value of a declared kind: nil when good, else code, message.
--- Messages never quote the value: it may be a key.
+-- Messages never quote the value: it may be a key. A good value that
+-- must change form comes back as nil, nil, value (check_options stores
+-- it): an integral float, what a JSON config file gives, is a count as
+-- the integer it equals, so `page_size = 50.0` is sent as `50`.
 local CHECKS = {
   string = function(v)
     if type(v) ~= "string" then return "type", "must be a string" end
@@ -65,12 +76,13 @@ local CHECKS = {
   end,
   seconds = function(v)
     if not is_number(v) then return "type", "must be a number of seconds" end
-    if v <= 0 then return "range", "must be greater than 0" end
+    if v <= 0 or v > MAX_SECONDS then return "range", "must be greater than 0 and at most " .. MAX_SECONDS end
   end,
   count = function(v, decl)
     local min, max = decl.min or 0, decl.max or MAX_RETRIES_LIMIT
     if not is_number(v) or floor(v) ~= v then return "type", "must be an integer" end
     if v < min or v > max then return "range", "must be from " .. min .. " to " .. max end
+    return nil, nil, tointeger(v) or v   -- tointeger: nil past 2^63 (a huge `limit`)
   end,
   table = function(v)
     if type(v) ~= "table" then return "type", "must be a table" end
@@ -116,8 +128,12 @@ function _M.check_options(opts, declared, list)
   for _, name in ipairs(names) do
     local v = opts[name]
     if v ~= nil then
-      local code, message = CHECKS[declared[name].kind](v, declared[name])
-      if code then list[#list + 1] = { path = name, code = code, message = message } end
+      local code, message, value = CHECKS[declared[name].kind](v, declared[name])
+      if code then
+        list[#list + 1] = { path = name, code = code, message = message }
+      elseif value ~= nil then
+        opts[name] = value
+      end
     end
   end
   for k in pairs(opts) do

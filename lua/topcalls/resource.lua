@@ -212,6 +212,17 @@ local function pages(desc, transport, opts)
   end
 end
 
+-- The text of an error a callback raised: its string, else what its
+-- tostring gives, else a description by type. The error value is the
+-- caller's, so its __tostring may itself raise or answer a non-string;
+-- neither may break the run that reports it.
+local function error_text(why)
+  if type(why) == "string" then return why end
+  local ok, text = pcall(tostring, why)
+  if ok and type(text) == "string" then return text end
+  return "on_progress raised a " .. type(why) .. " that cannot be shown"
+end
+
 -- Complete a resource descriptor (topcalls.carriers) with what follows
 -- from its noun: the records' metatable name, add_many's result field,
 -- the id argument's name and description. Returns desc.
@@ -359,7 +370,7 @@ function _M.front(desc, transport, strict)
         local ok, why = pcall(on_progress, done, n, i, result)
         if not ok then
           local pe = summary.progress_errors
-          pe[#pe + 1] = { index = i, message = tostring(why) }
+          pe[#pe + 1] = { index = i, message = error_text(why) }
         end
       end
     end
