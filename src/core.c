@@ -165,9 +165,10 @@ static void set_string(lua_State *L, const char *k, const char *v)
     lua_setfield(L, -2, k);
 }
 
-/* Is a Content-Type value a JSON media type? Absent counts as JSON (the
- * Lua layer's rule). A subset of client.lua's is_json is enough: what this
- * refuses goes the Lua way, which decides as before. */
+/* Is a Content-Type value a JSON media type: application/json or
+ * application/<name>+json, any case, parameters ignored? Absent counts as
+ * JSON (for a 2xx answer). The only such rule: client.lua's is_json calls
+ * it (core.is_json). */
 static int json_media_type(const tc_span_t *ct)
 {
     static const char JSON[] = "application/json", PREFIX[] = "application/", SUFFIX[] = "+json";
@@ -705,8 +706,8 @@ static int l_check(lua_State *L)
     return 1;
 }
 
-/* core.json_decode(text) -> true, value | false: the decoder of the
-** success path (json.c) alone, for specs. [-0, +1|2, m] */
+/* core.json_decode(text) -> true, value | false: the decoder (json.c),
+** which topcalls.json.decode is. [-0, +1|2, m] */
 static int l_json_decode(lua_State *L)
 {
     size_t n;
@@ -717,6 +718,16 @@ static int l_json_decode(lua_State *L)
         return 1;
     }
     return 2;
+}
+
+/* core.is_json(content_type) -> boolean: json_media_type of a present
+** Content-Type value. [-0, +1, -] */
+static int l_is_json(lua_State *L)
+{
+    tc_span_t ct;
+    ct.p = luaL_checklstring(L, 1, &ct.n);
+    lua_pushboolean(L, json_media_type(&ct));
+    return 1;
 }
 
 /* core.suggest(name, list) -> closest entry of list | nil. [-0, +1, -] */
@@ -791,6 +802,7 @@ static const luaL_Reg core_functions[] = {
     { "check", l_check },
     { "suggest", l_suggest },
     { "json_decode", l_json_decode },
+    { "is_json", l_is_json },
     { "uuid4", l_uuid4 },
     { "sleep", l_sleep },
     { "now", l_now },

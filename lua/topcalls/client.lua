@@ -9,7 +9,7 @@ local json    = require "topcalls.json"
 
 local type, pairs, ipairs, next, tostring, pcall, setmetatable, getenv, open =
       type, pairs, ipairs, next, tostring, pcall, setmetatable, os.getenv, io.open
-local floor, huge, find, match, byte = math.floor, math.huge, string.find, string.match, string.byte
+local floor, huge, find, byte = math.floor, math.huge, string.find, string.byte
 
 local _M = { VERSION = "0.1.0" }
 
@@ -197,11 +197,12 @@ local function call_logger(s, event)
   if s.logger then pcall(s.logger, event) end   -- a broken logger must not break a call
 end
 
--- Is this a JSON media type? ("application/json", "application/problem+json")
+-- Is this a JSON media type? ("application/json", "application/problem+json",
+-- "application/<x>+json", parameters ignored). The rule is C's alone
+-- (core.c's json_media_type), the one the C decoding path applies.
+local core_is_json = core.is_json
 local function is_json(content_type)
-  if content_type == "application/json" then return true end   -- the common answer, no pattern needed
-  local mt = match(content_type or "", "^%s*([^;%s]+)")
-  return mt ~= nil and (mt:lower() == "application/json" or find(mt:lower(), "^application/[%w.%-]+%+json$") ~= nil)
+  return type(content_type) == "string" and core_is_json(content_type)
 end
 
 local REASONS = {
