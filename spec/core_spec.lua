@@ -26,10 +26,14 @@ describe("retry policy", function()
     assert.are.same({ nil, "retry_after_too_long" }, { core.retry_plan(1, 2, true, 61) })
   end)
 
-  it("lets a Retry-After up to 60 s replace the backoff exactly", function()
-    assert.are.same({ 0, "retry" }, { core.retry_plan(1, 2, true, 0) })
+  it("lets a Retry-After up to 60 s lengthen the backoff, never shorten it", function()
     assert.are.same({ 60, "retry" }, { core.retry_plan(2, 2, true, 60) })
     assert.are.same({ 7, "retry" }, { core.retry_plan(1, 2, true, 7) })
+    for attempt = 1, 3 do   -- "Retry-After: 0" keeps the exponential backoff as the floor
+      local delay, verdict = core.retry_plan(attempt, 5, true, 0)
+      assert.are.equal("retry", verdict)
+      assert.is_true(delay >= 0.75 * core.backoff(attempt - 1, 1), "delay " .. delay)
+    end
   end)
 end)
 

@@ -420,7 +420,9 @@ local cases = {
     errors = { E("registration.password", "length") } },
   { name = "registration.password a number", mutate = reg_with("password", 1234),
     errors = { E("registration.password", "type") } },
-  { name = "registration.password any characters", ok = true, mutate = reg_with("password", " p@ss word\t!") },
+  { name = "registration.password any printable characters", ok = true, mutate = reg_with("password", " p@ss word!~") },
+  { name = "registration.password with a tab (a control character)", mutate = reg_with("password", "p@ss\tword"),
+    errors = { E("registration.password", "format") } },
   { name = "sip_realm domain", ok = true, mutate = reg_with("sip_realm", "sip.example.com") },
   { name = "sip_realm IPv4", ok = true, mutate = reg_with("sip_realm", "203.0.113.5") },
   { name = "from_domain domain", ok = true, mutate = reg_with("from_domain", "example.com") },
@@ -514,6 +516,27 @@ local cases = {
                E("registration.sip_realm", "format"), E("registration.from_domain", "format"),
                E("registration.from_user", "type"), E("registration.public_ip_in_contact", "type"),
                E("registration.use_tls", "type"), E("registration.tls", "unknown_field") } },
+
+  -- control characters: refused in every string field (one schema rule)
+  { name = "carrier_name with a NUL", mutate = set_top("carrier_name", "Acme\0Evil"),
+    errors = { E("carrier_name", "format") } },
+  { name = "carrier_name with ESC", mutate = set_top("carrier_name", "Acme\27[2J"),
+    errors = { E("carrier_name", "format") } },
+  { name = "carrier_name with CR LF", mutate = set_top("carrier_name", "Acme\r\nX-Evil: 1"),
+    errors = { E("carrier_name", "format") } },
+  { name = "carrier_name with a tab", mutate = set_top("carrier_name", "Acme\tTel"),
+    errors = { E("carrier_name", "format") } },
+  { name = "carrier_name with DEL", mutate = set_top("carrier_name", "Acme\127"),
+    errors = { E("carrier_name", "format") } },
+  { name = "registration username and password with control characters",
+    mutate = reg_with("username", "alice\1", { password = "pw\nINVITE" }),
+    errors = { E("registration.username", "format"), E("registration.password", "format") } },
+  { name = "inbound_auth username and password with control characters",
+    params = { carrier_name = "x", trunk_type = "auth", sip_gateway = { ipv4 = "203.0.113.10" },
+               inbound_auth = { username = "bob\31", password = "\0hunter2" } },
+    errors = { E("inbound_auth.username", "format"), E("inbound_auth.password", "format") } },
+  { name = "from_user with ESC", mutate = reg_with("from_user", "\27]0;x\7"),
+    errors = { E("registration.from_user", "format") } },
 }
 
 ---------------------------------------------------------------------------
@@ -886,4 +909,65 @@ describe("core.check (pure checks)", function()
       assert.equals(c[3], check(c[1], c[2]))
     end)
   end
+end)
+
+describe("phone_numbers.validate and control characters", function()
+  it("refuses a label with ESC, CR or NUL at its path, and takes a plain one", function()
+    local pn = topcalls.phone_numbers.validate
+    for _, label in ipairs({ "office\27[2J", "a\r\nb", "x\0y" }) do
+      local ok, _, err = pn{ number = "+14155550100", label = label }
+      assert.is_nil(ok, show(label))
+      assert.are.same({ { path = "label", code = "format" } }, { { path = err.errors[1].path, code = err.errors[1].code } })
+      assert.are.equal(1, #err.errors)
+    end
+    assert.is_true(pn{ number = "+14155550100", label = "Front desk (2nd floor)" })
+  end)
+end)
+
+describe("option bounds", function()
+  -- a client that would fail on any request: nothing here may reach it
+  local OFFLINE = "http://127.0.0.1:9"
+
+  it("refuses a timeout or connect_timeout past the declared maximum with a config error", function()
+    for _, name in ipairs({ "timeout", "connect_timeout" }) do
+      for _, v in ipairs({ 1e300, 1e20, 86400.5 }) do
+        local c, msg, err = topcalls.new{ api_key = "tc_test_x", base_url = OFFLINE, [name] = v }
+        assert.is_nil(c)
+        assert.are.equal("config", err.kind)
+        assert.are.same({ path = name, code = "range" }, { path = err.errors[1].path, code = err.errors[1].code })
+        assert.is_truthy(msg:find("86400", 1, true), msg)
+      end
+      assert.is_truthy(topcalls.new{ api_key = "tc_test_x", base_url = OFFLINE, [name] = 86400 })
+    end
+  end)
+
+  it("refuses a per-call timeout past the maximum as validation, before any I/O", function()
+    local c = assert(topcalls.new{ api_key = "tc_test_x", base_url = OFFLINE, max_retries = 0 })
+    local calls = {
+      function() return c.carriers.add(BASE, { timeout = 1e300 }) end,
+      function() return c.carriers.get("00000000-0000-4000-8000-000000000000", { timeout = 1e300 }) end,
+      function() return c.carriers.delete("00000000-0000-4000-8000-000000000000", { timeout = 1e300 }) end,
+      function() return c.carriers.list{ timeout = 1e300 } end,
+      function() return c.carriers.add_many({ BASE }, { timeout = 1e300 }) end,
+    }
+    for i, call in ipairs(calls) do
+      local ok, _, err = call()
+      assert.is_nil(ok, "call " .. i)
+      assert.are.equal("validation", err.kind, "call " .. i)
+      assert.are.equal("timeout", err.errors[1].path)
+      assert.are.equal("range", err.errors[1].code)
+    end
+  end)
+
+  it("takes an integral float for every count option and keeps it an integer", function()
+    local c = assert(topcalls.new{ api_key = "tc_test_x", base_url = OFFLINE, max_retries = 2.0 })
+    assert.is_truthy(c)
+    local client = require "topcalls.client"
+    local opts = { page_size = 50.0, limit = 3.0 }
+    assert.are.same({}, client.check_options(opts, require("topcalls.resource").LIST_OPTIONS))
+    assert.are.equal("50", tostring(opts.page_size))
+    assert.are.equal("3", tostring(opts.limit))
+    local bad = client.check_options({ page_size = 50.5 }, require("topcalls.resource").LIST_OPTIONS)
+    assert.are.equal("type", bad[1].code)
+  end)
 end)

@@ -71,6 +71,21 @@ static int copy_opt_string(lua_State *L, int t, const char *name, const char *pr
     return type == LUA_TSTRING || type == LUA_TNIL ? 0 : -1;
 }
 
+/* Seconds of a timeout as libcurl's milliseconds, at least 1 (0 would
+ * mean no timeout at all) and at most TIMEOUT_MAX_MS: casting a double
+ * past LONG_MAX (1e300, inf) or NaN to long is undefined behaviour. The
+ * Lua layer refuses more than a day (client.MAX_SECONDS); this guards
+ * every other caller. */
+#define TIMEOUT_MAX_MS 2147483647L   /* fits a 32-bit long: ~24.8 days */
+
+static long timeout_ms(double seconds)
+{
+    if (!(seconds > 0))
+        return 1;
+    double ms = ceil(seconds * 1000.0);
+    return ms < (double)TIMEOUT_MAX_MS ? (long)ms : TIMEOUT_MAX_MS;
+}
+
 /*
 ** core.client_new{ base_url, api_key, user_agent, ca_file, proxy,
 ** connect_timeout } -> client | nil, reason. The Lua layer checks types
@@ -112,9 +127,8 @@ static int l_client_new(lua_State *L)
         s->base_url[--n] = '\0';
 
     lua_getfield(L, 1, "connect_timeout");
-    s->connect_timeout_ms = (long)(lua_tonumber(L, -1) * 1000.0);
-    if (s->connect_timeout_ms <= 0)
-        s->connect_timeout_ms = 10000;
+    double connect = lua_tonumber(L, -1);   /* 0 when absent */
+    s->connect_timeout_ms = connect > 0 ? timeout_ms(connect) : 10000;
     lua_pop(L, 1);
     return 1;
 }
@@ -151,6 +165,80 @@ static void set_string(lua_State *L, const char *k, const char *v)
     lua_setfield(L, -2, k);
 }
 
+/* Is a Content-Type value a JSON media type: application/json or
+ * application/<name>+json, any case, parameters ignored? Absent counts as
+ * JSON (for a 2xx answer). The only such rule: client.lua's is_json calls
+ * it (core.is_json). */
+static int json_media_type(const tc_span_t *ct)
+{
+    static const char JSON[] = "application/json", PREFIX[] = "application/", SUFFIX[] = "+json";
+    if (ct->p == NULL)
+        return 1;
+    const char *p = ct->p, *end = ct->p + ct->n;
+    while (p < end && (*p == ' ' || (*p >= '\t' && *p <= '\r')))
+        p++;
+    const char *mt = p;
+    while (p < end && *p != ';' && *p != ' ' && !(*p >= '\t' && *p <= '\r'))
+        p++;
+    size_t n = (size_t)(p - mt), pl = sizeof PREFIX - 1, sl = sizeof SUFFIX - 1;
+    if (n == sizeof JSON - 1 && strncasecmp(mt, JSON, n) == 0)
+        return 1;
+    if (n <= pl + sl || strncasecmp(mt, PREFIX, pl) != 0 || strncasecmp(p - sl, SUFFIX, sl) != 0)
+        return 0;
+    for (const char *q = mt + pl; q < p - sl; q++)
+        if (!((*q >= '0' && *q <= '9') || ((*q | 0x20) >= 'a' && (*q | 0x20) <= 'z') || *q == '.' || *q == '-'))
+            return 0;
+    return 1;
+}
+
+/* Does the string field `name` of the table at the top equal `want`?
+ * [-0, +0, -] */
+static int field_is(lua_State *L, const char *name, const char *want)
+{
+    lua_pushstring(L, name);
+    lua_rawget(L, -2);
+    const char *v = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    int is = v != NULL && strcmp(v, want) == 0;
+    lua_pop(L, 1);
+    return is;
+}
+
+/* Is this answer the API's "a request with this Idempotency-Key is still
+** being processed" (a 409 problem whose errors[] has the code
+** idempotency_in_progress, or whose type ends so)? The first request may
+** yet create the carrier, so a later attempt with the same key gets its
+** replay: retryable, as Stripe retries it. Any other 409 (the key reused
+** with another body) is final. [-0, +0, m] */
+static int idempotency_in_progress(lua_State *L, const tc_exchange_t *ex, const tc_outcome_t *out)
+{
+    static const char SLUG[] = "/idempotency-in-progress";
+    if (out->status != 409 || ex->body.len == 0 || !json_media_type(&out->headers[TC_H_CONTENT_TYPE]))
+        return 0;
+    int shape = tc_json_push(L, ex->body.data, ex->body.len);
+    if (shape != TC_JSON_OBJECT) {
+        if (shape)
+            lua_pop(L, 1);
+        return 0;
+    }
+    lua_getfield(L, -1, "type");
+    size_t n;
+    const char *type = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+    int yes = type != NULL && n >= sizeof SLUG - 1 && strcmp(type + n - (sizeof SLUG - 1), SLUG) == 0;
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "errors");
+    for (int i = 1; !yes && lua_type(L, -1) == LUA_TTABLE; i++) {
+        lua_rawgeti(L, -1, i);
+        if (lua_type(L, -1) != LUA_TTABLE) {
+            lua_pop(L, 1);
+            break;
+        }
+        yes = field_is(L, "code", "idempotency_in_progress");
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 2);
+    return yes;
+}
+
 /* Classify a finished exchange and push the outcome table that both
 ** client:perform and bulk:run return: { kind = "ok"|"api"|"transport",
 ** status, body, headers, retryable, retry_after, curl_code, error }.
@@ -165,7 +253,7 @@ static void push_outcome(lua_State *L, const tc_exchange_t *ex, int extra)
     static const char *const kinds[] = { "ok", "api", "transport" };
     lua_createtable(L, 0, 7 + extra);   /* at most 7 fields of its own */
     set_string(L, "kind", kinds[out.kind]);
-    lua_pushboolean(L, out.retryable);
+    lua_pushboolean(L, out.retryable || (out.kind == TC_OUT_API && idempotency_in_progress(L, ex, &out)));
     lua_setfield(L, -2, "retryable");
     set_integer(L, "curl_code", (long)out.curl_code);
     if (out.retry_after >= 0)
@@ -189,38 +277,6 @@ static const char *opt_key(lua_State *L, int i)
     if (key && strlen(key) > 255)
         luaL_argerror(L, i, "idempotency key too long");
     return key;
-}
-
-/* Seconds of a per-attempt timeout as libcurl's milliseconds, at least 1
- * (0 would mean no timeout at all). */
-static long timeout_ms(double seconds)
-{
-    return seconds > 0 ? (long)ceil(seconds * 1000.0) : 1;
-}
-
-/* Is a Content-Type value a JSON media type? Absent counts as JSON (the
- * Lua layer's rule). A subset of client.lua's is_json is enough: what this
- * refuses goes the Lua way, which decides as before. */
-static int json_media_type(const tc_span_t *ct)
-{
-    static const char JSON[] = "application/json", PREFIX[] = "application/", SUFFIX[] = "+json";
-    if (ct->p == NULL)
-        return 1;
-    const char *p = ct->p, *end = ct->p + ct->n;
-    while (p < end && (*p == ' ' || (*p >= '\t' && *p <= '\r')))
-        p++;
-    const char *mt = p;
-    while (p < end && *p != ';' && *p != ' ' && !(*p >= '\t' && *p <= '\r'))
-        p++;
-    size_t n = (size_t)(p - mt), pl = sizeof PREFIX - 1, sl = sizeof SUFFIX - 1;
-    if (n == sizeof JSON - 1 && strncasecmp(mt, JSON, n) == 0)
-        return 1;
-    if (n <= pl + sl || strncasecmp(mt, PREFIX, pl) != 0 || strncasecmp(p - sl, SUFFIX, sl) != 0)
-        return 0;
-    for (const char *q = mt + pl; q < p - sl; q++)
-        if (!((*q >= '0' && *q <= '9') || ((*q | 0x20) >= 'a' && (*q | 0x20) <= 'z') || *q == '.' || *q == '-'))
-            return 0;
-    return 1;
 }
 
 /* What client:perform's `decode` argument asks of a 2xx answer. */
@@ -650,8 +706,8 @@ static int l_check(lua_State *L)
     return 1;
 }
 
-/* core.json_decode(text) -> true, value | false: the decoder of the
-** success path (json.c) alone, for specs. [-0, +1|2, m] */
+/* core.json_decode(text) -> true, value | false: the decoder (json.c),
+** which topcalls.json.decode is. [-0, +1|2, m] */
 static int l_json_decode(lua_State *L)
 {
     size_t n;
@@ -662,6 +718,16 @@ static int l_json_decode(lua_State *L)
         return 1;
     }
     return 2;
+}
+
+/* core.is_json(content_type) -> boolean: json_media_type of a present
+** Content-Type value. [-0, +1, -] */
+static int l_is_json(lua_State *L)
+{
+    tc_span_t ct;
+    ct.p = luaL_checklstring(L, 1, &ct.n);
+    lua_pushboolean(L, json_media_type(&ct));
+    return 1;
 }
 
 /* core.suggest(name, list) -> closest entry of list | nil. [-0, +1, -] */
@@ -736,6 +802,7 @@ static const luaL_Reg core_functions[] = {
     { "check", l_check },
     { "suggest", l_suggest },
     { "json_decode", l_json_decode },
+    { "is_json", l_is_json },
     { "uuid4", l_uuid4 },
     { "sleep", l_sleep },
     { "now", l_now },

@@ -264,6 +264,20 @@ static void find_wanted(const char *head, size_t len, tc_outcome_t *out)
     }
 }
 
+/* Did the answer stop inside its header block (a status line came, the
+ * blank line ending the headers did not)? libcurl reports a header line
+ * over CURL_MAX_HTTP_HEADER (100 KiB) as CURLE_OUT_OF_MEMORY, which would
+ * send the reader hunting a leak, while the server sent a giant header. */
+static int header_cut_short(const tc_exchange_t *ex)
+{
+    const tc_buf_t *h = &ex->head;
+    if (ex->status <= 0 || h->data == NULL || h->len == 0 || h->oom || ex->body.len > 0)
+        return 0;
+    int ended = (h->len >= 2 && memcmp(h->data + h->len - 2, "\n\n", 2) == 0)
+                || (h->len >= 3 && memcmp(h->data + h->len - 3, "\n\r\n", 3) == 0);
+    return !ended;
+}
+
 /* Decides what a finished exchange means: success, an API answer, or a
  * transport failure, and whether a later attempt could cure it; and
  * where the wanted response headers are (valid while ex->head is). */
@@ -293,4 +307,6 @@ void tc_exchange_classify(const tc_exchange_t *ex, tc_outcome_t *out, time_t now
     }
     out->retryable = tc_curl_code_retryable(ex->code);
     out->message = ex->errbuf[0] ? ex->errbuf : curl_easy_strerror(ex->code);
+    if (ex->code == CURLE_OUT_OF_MEMORY && header_cut_short(ex))
+        out->message = "a response header line exceeds libcurl's 100 KiB limit";
 }

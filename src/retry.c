@@ -82,8 +82,10 @@ double tc_backoff(int retry_index, double jitter)
 }
 
 /* Decide what follows attempt number attempts_made (1-based). A server's
- * Retry-After up to the ceiling replaces the backoff; a longer one ends
- * the retries, since waiting minutes inside a call helps nobody. */
+ * Retry-After up to the ceiling lengthens the backoff, never shortens it:
+ * "Retry-After: 0" (or a date in the past) would otherwise make the
+ * retries back to back. A longer one ends the retries, since waiting
+ * minutes inside a call helps nobody. */
 tc_retry_verdict_t tc_retry_plan(int attempts_made, int max_retries,
                                  int retryable, double retry_after,
                                  double jitter, double *delay)
@@ -95,7 +97,8 @@ tc_retry_verdict_t tc_retry_plan(int attempts_made, int max_retries,
         return TC_RETRY_EXHAUSTED;
     if (retry_after > TC_RETRY_AFTER_CEILING)
         return TC_RETRY_TOO_LONG;
-    *delay = retry_after >= 0 ? retry_after : tc_backoff(attempts_made - 1, jitter);
+    double backoff = tc_backoff(attempts_made - 1, jitter);
+    *delay = retry_after > backoff ? retry_after : backoff;
     return TC_RETRY_AGAIN;
 }
 

@@ -256,8 +256,22 @@ static int format_ok(format_t format, const char *s, size_t n)
     return 0;
 }
 
-/* Check a string value against the field's length, whitespace, choice and
- * format rules; on failure push the message and return its code, else
+/* Does s hold a C0 control character (NUL to US) or DEL? No field of any
+ * schema may: a NUL cuts C strings short, CR and LF split SIP header
+ * lines, ESC drives terminals. The rule of every string field, declared
+ * here once rather than as a flag each field could forget. */
+static int has_control(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7F)
+            return 1;
+    }
+    return 0;
+}
+
+/* Check a string value against the field's length, whitespace, control
+ * character, choice and format rules; on failure push the message and return its code, else
  * return NULL. The value's text is never echoed: it may be a secret.
  * [-0, +(0|1), m] */
 static const char *check_string(lua_State *L, const field_t *f, const char *s, size_t n, int parent)
@@ -277,6 +291,10 @@ static const char *check_string(lua_State *L, const field_t *f, const char *s, s
     }
     if ((f->flags & F_NO_SPACE) && tc_has_whitespace(s, n)) {
         lua_pushliteral(L, "must not contain whitespace");
+        return "format";
+    }
+    if (has_control(s, n)) {
+        lua_pushliteral(L, "must not contain control characters (C0 or DEL)");
         return "format";
     }
     if (f->choices) {

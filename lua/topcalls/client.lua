@@ -9,7 +9,7 @@ local json    = require "topcalls.json"
 
 local type, pairs, ipairs, next, tostring, pcall, setmetatable, getenv, open =
       type, pairs, ipairs, next, tostring, pcall, setmetatable, os.getenv, io.open
-local floor, huge, find, match, byte = math.floor, math.huge, string.find, string.match, string.byte
+local floor, huge, find, byte = math.floor, math.huge, string.find, string.byte
 
 local _M = { VERSION = "0.2.0" }   -- the one place the version is written (tools/check-dist)
 
@@ -41,8 +41,19 @@ _M.CALL_OPTIONS = CALL_OPTIONS
 
 local MAX_RETRIES_LIMIT = 10
 
+-- The largest number of seconds any `seconds` option takes (a day): past
+-- it libcurl's milliseconds would overflow, and no answer is worth a
+-- longer wait. One rule for every such option, client-wide or per call.
+local MAX_SECONDS = 86400
+_M.MAX_SECONDS = MAX_SECONDS
+
+local tointeger = math.tointeger or function(v) return v end   -- 5.1/LuaJIT: every number is a float
+
 -- Check one value of a declared kind: nil when good, else code, message.
--- Messages never quote the value: it may be a key.
+-- Messages never quote the value: it may be a key. A good value that
+-- must change form comes back as nil, nil, value (check_options stores
+-- it): an integral float, what a JSON config file gives, is a count as
+-- the integer it equals, so `page_size = 50.0` is sent as `50`.
 local CHECKS = {
   string = function(v)
     if type(v) ~= "string" then return "type", "must be a string" end
@@ -65,12 +76,13 @@ local CHECKS = {
   end,
   seconds = function(v)
     if not is_number(v) then return "type", "must be a number of seconds" end
-    if v <= 0 then return "range", "must be greater than 0" end
+    if v <= 0 or v > MAX_SECONDS then return "range", "must be greater than 0 and at most " .. MAX_SECONDS end
   end,
   count = function(v, decl)
     local min, max = decl.min or 0, decl.max or MAX_RETRIES_LIMIT
     if not is_number(v) or floor(v) ~= v then return "type", "must be an integer" end
     if v < min or v > max then return "range", "must be from " .. min .. " to " .. max end
+    return nil, nil, tointeger(v) or v   -- tointeger: nil past 2^63 (a huge `limit`)
   end,
   table = function(v)
     if type(v) ~= "table" then return "type", "must be a table" end
@@ -116,8 +128,12 @@ function _M.check_options(opts, declared, list)
   for _, name in ipairs(names) do
     local v = opts[name]
     if v ~= nil then
-      local code, message = CHECKS[declared[name].kind](v, declared[name])
-      if code then list[#list + 1] = { path = name, code = code, message = message } end
+      local code, message, value = CHECKS[declared[name].kind](v, declared[name])
+      if code then
+        list[#list + 1] = { path = name, code = code, message = message }
+      elseif value ~= nil then
+        opts[name] = value
+      end
     end
   end
   for k in pairs(opts) do
@@ -181,11 +197,12 @@ local function call_logger(s, event)
   if s.logger then pcall(s.logger, event) end   -- a broken logger must not break a call
 end
 
--- Is this a JSON media type? ("application/json", "application/problem+json")
+-- Is this a JSON media type? ("application/json", "application/problem+json",
+-- "application/<x>+json", parameters ignored). The rule is C's alone
+-- (core.c's json_media_type), the one the C decoding path applies.
+local core_is_json = core.is_json
 local function is_json(content_type)
-  if content_type == "application/json" then return true end   -- the common answer, no pattern needed
-  local mt = match(content_type or "", "^%s*([^;%s]+)")
-  return mt ~= nil and (mt:lower() == "application/json" or find(mt:lower(), "^application/[%w.%-]+%+json$") ~= nil)
+  return type(content_type) == "string" and core_is_json(content_type)
 end
 
 local REASONS = {

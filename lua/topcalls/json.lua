@@ -1,8 +1,15 @@
--- topcalls.json: a private lua-cjson instance. The shared `require "cjson"`
--- table has switches any other library in the process can flip; ours
--- cannot be touched from outside.
+-- topcalls.json: the module's JSON. Decoding is the C decoder's
+-- (src/json.c), on every path: a 2xx answer with or without a logger, a
+-- list page, add_many's answers, a problem+json error body, a fleet file;
+-- so the same bytes give the same Lua values everywhere (integral
+-- literals of up to 15 digits are integers on Lua 5.3+). Encoding is a
+-- private lua-cjson instance (the shared `require "cjson"` table has
+-- switches any other library in the process can flip; ours cannot be
+-- touched from outside), which also names why a text is not JSON and is
+-- the decoder's fuzz oracle.
 -- SPDX-License-Identifier: MIT
 
+local core = require "topcalls.core"
 local cjson = require("cjson").new()
 local pcall, type, next, rawget, ipairs, sort, concat = pcall, type, next, rawget, ipairs, table.sort, table.concat
 
@@ -67,12 +74,17 @@ function _M.encode(value)
   return concat(out)
 end
 
--- value | nil, reason
+local c_decode = core.json_decode
+
+-- value | nil, reason. A memory error raises (from C as from cjson).
 function _M.decode(text)
   if type(text) ~= "string" or text == "" then return nil, "empty body" end
-  local ok, res = pcall(cjson.decode, text)
-  if ok then return res end
-  return nil, rethrow_memory(res)
+  local ok, value = c_decode(text)
+  if ok then return value end
+  -- refused: cjson, which refuses the same texts, says why
+  local cok, why = pcall(cjson.decode, text)
+  if cok then return nil, "not valid JSON" end
+  return nil, rethrow_memory(why)
 end
 
 return _M

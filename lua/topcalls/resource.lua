@@ -20,7 +20,7 @@ local client = require "topcalls.client"
 local view   = require "topcalls.view"
 
 local type, error, ipairs, next, pcall, tostring, format = type, error, ipairs, next, pcall, tostring, string.format
-local sort, huge, gsub = table.sort, math.huge, string.gsub
+local sort, huge, gsub, find = table.sort, math.huge, string.gsub, string.find
 
 local _M = {}
 
@@ -120,23 +120,36 @@ local function escape(s)
   return (gsub(s, "[^%w%-%._~]", function(c) return format("%%%02X", c:byte()) end))
 end
 
--- The next page's query after one whose decoded body is `page` (see
--- client.decode_page), or nil at the end. The shapes real APIs of this
+-- A walk ends with a decode error after this many pages: at the largest
+-- page_size that is 10 million records, and a server that hands out a
+-- fresh cursor forever cannot keep us busy for ever either.
+local MAX_PAGES = 10000
+_M.MAX_PAGES = MAX_PAGES
+
+-- The next page's query after page number `n` of a walk, whose decoded
+-- body is `page` (see client.decode_page), or nil at the end, or false,
+-- why when the server repeats itself. The shapes real APIs of this
 -- family answer with: a bare array (everything at once); an object with
 -- `data` and a cursor `next`; an object with `data` and `total`, `page`,
--- `page_size`. An empty `data` always ends the walk, so a server that
--- keeps answering the same cursor cannot loop us forever.
-local function next_query(page, items, page_size, asked)
+-- `page_size`. An empty `data` always ends the walk. Every cursor of the
+-- walk is remembered in `cursors` (cursor -> the page that gave it): one
+-- given again would start a loop. Page numbers are counted here, never
+-- taken from the server.
+local function next_query(page, items, page_size, n, cursors)
   if page.array or #items == 0 then return nil end
   local body = page.body
   local cursor = body.next
   if type(cursor) == "string" and cursor ~= "" then
+    local first = cursors[cursor]
+    if first then
+      return false, format("list page %d repeats the cursor of page %d: the server is not advancing", n, first)
+    end
+    cursors[cursor] = n
     return "page_size=" .. page_size .. "&cursor=" .. escape(cursor)
   end
-  local total, n, size = body.total, body.page, body.page_size
-  if type(total) == "number" and type(size) == "number" and size > 0 then
-    n = type(n) == "number" and n or asked
-    if n * size < total then return format("page_size=%d&page=%d", page_size, n + 1) end
+  local total, size = body.total, body.page_size
+  if type(total) == "number" and type(size) == "number" and size > 0 and n * size < total then
+    return format("page_size=%d&page=%d", page_size, n + 1)
   end
   return nil
 end
@@ -155,24 +168,59 @@ local function page_items(page, fields)
   return items
 end
 
+-- The walker's answer for a walk that must end: false, message, err.
+local function walk_failed(why)
+  local _, msg, err = errors.fail("decode", why, { status = 200 })
+  return false, msg, err
+end
+
 -- A page walker over the transport: each call returns the next page's
 -- items (a table, maybe empty at the end), nil when done, or
--- false, message, err.
+-- false, message, err. A page-numbered server must answer the page asked
+-- (when it says which); a repeated cursor or more than MAX_PAGES pages
+-- end the walk after the items already fetched.
 local function pages(desc, transport, opts)
   local page_size = opts.page_size or DEFAULT_PAGE_SIZE
-  local query, asked = "page_size=" .. page_size, 1
+  local query, n, cursors = "page_size=" .. page_size, 0, {}
   local call = { timeout = opts.timeout, max_retries = opts.max_retries }
+  local stop   -- why the walk must end before the next request
   return function()
+    if stop then
+      local why = stop
+      stop, query = nil, nil
+      return walk_failed(why .. "; stopped after " .. n .. " pages")
+    end
     if not query then return nil end
+    if n == MAX_PAGES then
+      query = nil
+      return walk_failed("list has more than " .. MAX_PAGES .. " pages; stopped (pass a limit)")
+    end
+    n = n + 1
     local page, msg, err = transport.call("GET", desc.path .. "?" .. query, nil, call, "page")
     if not page then query = nil; return false, msg, err end
     local items
     items, msg, err = page_items(page, { status = 200 })
     if not items then query = nil; return false, msg, err end
-    query = next_query(page, items, page_size, asked)
-    asked = asked + 1
+    local answered = not page.array and page.body.page
+    if n > 1 and type(answered) == "number" and answered ~= n and find(query, "&page=", 1, true) then
+      query = nil
+      return walk_failed(format("list server answered page %.14g when page %d was asked: it is not "
+                         .. "advancing; stopped after %d pages", answered, n, n))
+    end
+    query, stop = next_query(page, items, page_size, n, cursors)
     return items
   end
+end
+
+-- The text of an error a callback raised: its string, else what its
+-- tostring gives, else a description by type. The error value is the
+-- caller's, so its __tostring may itself raise or answer a non-string;
+-- neither may break the run that reports it.
+local function error_text(why)
+  if type(why) == "string" then return why end
+  local ok, text = pcall(tostring, why)
+  if ok and type(text) == "string" then return text end
+  return "on_progress raised a " .. type(why) .. " that cannot be shown"
 end
 
 -- Complete a resource descriptor (topcalls.carriers) with what follows
@@ -230,6 +278,11 @@ function _M.front(desc, transport, strict)
         if not item then return nil, lmsg, lerr end
         if item.id == id then return item end
       end
+      -- Not in the list either: the promised 404, whichever way the
+      -- lookup went (the route's own 404 may only say "no route").
+      return errors.fail("api", "404 Not Found: no " .. gsub(desc.noun, "_", " ") .. " with id " .. id
+                         .. " (the by-id route answered " .. err.status .. " and the list has none)",
+                         { status = 404, attempts = err.attempts, request_id = err.request_id })
     end
     return nil, msg, err
   end
@@ -317,7 +370,7 @@ function _M.front(desc, transport, strict)
         local ok, why = pcall(on_progress, done, n, i, result)
         if not ok then
           local pe = summary.progress_errors
-          pe[#pe + 1] = { index = i, message = tostring(why) }
+          pe[#pe + 1] = { index = i, message = error_text(why) }
         end
       end
     end

@@ -50,8 +50,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (verdict == TC_RETRY_AGAIN) {
         FZ_ASSERT(retryable && attempts + 1 <= max_retries, "retried past the limit");
         FZ_ASSERT(delay >= 0 && delay <= TC_RETRY_AFTER_CEILING, "delay %g", delay);
+        FZ_ASSERT(delay >= backoff, "delay %g under the backoff %g", delay, backoff);
         if (ra >= 0)
-            FZ_ASSERT(delay == ra, "Retry-After replaces the backoff");
+            FZ_ASSERT(delay == (ra > backoff ? ra : backoff), "Retry-After lengthens the backoff only");
     } else {
         FZ_ASSERT(delay == 0, "no delay without a retry");
         if (verdict == TC_RETRY_TOO_LONG)
