@@ -136,24 +136,28 @@ describe("a server that echoes the API key and the request's passwords", functio
   end)
 
   it("gets the key into nothing get, delete, list or each return", function()
-    for _, events in ipairs({ false, {} }) do
+    local function script()
       h.reset()
       h.script{
         problem_rule("DELETE", "/v1/phone-numbers/carriers/", 409),
         { method = "GET", path = "/v1/phone-numbers/carriers/", status = 200,
           headers = { { "Content-Type", "application/json" } }, body = RECORD },
-        -- the first page of list and of each; a cursor that echoes the key
-        { method = "GET", path = "/v1/phone-numbers/carriers", status = 200, times = 2,
+        -- a first page whose cursor echoes the key, then the end
+        { method = "GET", path = "/v1/phone-numbers/carriers", status = 200, times = 1,
           headers = { { "Content-Type", "application/json" }, { "X-Request-Id", ECHO } },
           body = '{"data":[' .. RECORD .. '],"next":"' .. ECHO .. '"}' },
         { method = "GET", path = "/v1/phone-numbers/carriers", status = 200,
           headers = { { "Content-Type", "application/json" }, { "X-Request-Id", "{{query:cursor}}" } },
           body = '{"data":[]}' },
       }
+    end
+    for _, events in ipairs({ false, {} }) do
+      script()
       local c = client(events or nil)
       local got = assert(c.carriers.get(UUID))
       local _, dmsg, derr = c.carriers.delete(UUID)
       local list = assert(c.carriers.list())
+      script()
       local each = {}
       for item, emsg, eerr in c.carriers.each() do each[#each + 1] = { item, emsg, eerr } end
       assert_no_secret("get/delete/list/each", text_of(got, dmsg, derr, list, each, events or nil))
@@ -233,6 +237,23 @@ describe("a server that echoes the API key and the request's passwords", functio
       end
     end
     os.remove(file)
+  end)
+  it("gets none of them into apply's failure lines or progress", function()
+    h.reset()
+    h.script{
+      { method = "GET", status = 200, headers = { { "Content-Type", "application/json" } }, body = '{"data":[]}' },
+      problem_rule("POST", "/v1/phone-numbers/carriers"),
+    }
+    local file = os.tmpname()
+    local reg, auth = reg_carrier(), auth_carrier()
+    reg.numbers, auth.numbers = {}, {}
+    fx.spit(file, cjson.encode({ carriers = { reg, auth } }))
+    local code, out, err = cli({ "apply", "--file", file, "--yes" })
+    os.remove(file)
+    assert.are.equal(1, code, err)
+    assert.is_truthy(err:find("D " .. ECHOED:format("[REDACTED]", ""), 1, true), err)
+    assert.is_truthy(err:find("D " .. ECHOED:format("", "[REDACTED]"), 1, true), err)
+    assert_no_secret("apply's output", out .. err)
   end)
 end)
 
