@@ -13,9 +13,7 @@ local fx = require "spec.support.fixtures"
 local cjson = require("cjson").new()
 
 local LUA = os.getenv("TOPCALLS_TEST_LUA") or "lua5.4"
--- '"', '/' and '\' make the JSON-escaped forms differ from the raw ones.
-local REG_PASSWORD = 'reg-Pa55/w0rd"q\\z'
-local AUTH_PASSWORD = "auth-S3cr3t'$ zz"
+local REG_PASSWORD, AUTH_PASSWORD = fx.REG_PASSWORD, fx.AUTH_PASSWORD
 local UUID = "3f8e6a4c-8d2b-4a51-9c1e-2b7f0d9a6e13"
 
 -- Every form a secret may take in server text: raw, JSON-escaped (with

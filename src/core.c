@@ -4,7 +4,6 @@
  * require "topcalls".
  * SPDX-License-Identifier: MIT
  */
-#define _GNU_SOURCE   /* memmem */
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -384,11 +383,26 @@ static void gather_needles(lua_State *L, const tc_client_t *c, int t, needles_t 
     }
 }
 
-/* Does s[0..n) hold a needle? The common answer, no, costs a memmem each. */
+/* Does s[0..n) hold p[0..m), 0 < m <= n? (memmem is a GNU extension) */
+static int holds_bytes(const char *s, size_t n, const char *p, size_t m)
+{
+    const char *end = s + (n - m) + 1;
+    for (const char *q = s; q < end; q++) {
+        q = memchr(q, p[0], (size_t)(end - q));
+        if (q == NULL)
+            return 0;
+        if (memcmp(q, p, m) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Does s[0..n) hold a needle? The common answer, no, costs a memchr scan
+** per needle. */
 static int holds_needle(const char *s, size_t n, const needles_t *nd)
 {
     for (int i = 0; i < nd->n; i++)
-        if (nd->s[i].n <= n && memmem(s, n, nd->s[i].p, nd->s[i].n) != NULL)
+        if (nd->s[i].n <= n && holds_bytes(s, n, nd->s[i].p, nd->s[i].n))
             return 1;
     return 0;
 }
