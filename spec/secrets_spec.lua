@@ -265,7 +265,7 @@ describe("fleet idempotency keys", function()
     local kf, df = os.tmpname(), os.tmpname()
     fx.spit(kf, key)
     fx.spit(df, data)
-    local p = io.popen("python3 -c 'import hmac,hashlib,sys; print(hmac.new(open(sys.argv[1],\"rb\").read(),"
+    local p = io.popen("env -u LD_PRELOAD python3 -c 'import hmac,hashlib,sys; print(hmac.new(open(sys.argv[1],\"rb\").read(),"
                        .. "open(sys.argv[2],\"rb\").read(),hashlib.sha256).hexdigest())' " .. kf .. " " .. df)
     local hex = p:read("*l")
     p:close()

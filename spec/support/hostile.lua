@@ -69,8 +69,10 @@ end
 
 function M.start(opts)
   local host = opts and opts.host or "127.0.0.1"
-  local dir = io.popen("mktemp -d"):read("*l")
-  local cmd = ("python3 %s %s %d %s </dev/null >%s 2>&1 &"):format(
+  -- LD_PRELOAD: tools/check-sanitize instruments the spec process, not
+  -- the server or the tools around it
+  local dir = io.popen("env -u LD_PRELOAD mktemp -d"):read("*l")
+  local cmd = ("env -u LD_PRELOAD python3 %s %s %d %s </dev/null >%s 2>&1 &"):format(
     sh_quote(HERE .. "/hostile.py"), sh_quote(dir), my_pid(), sh_quote(host), sh_quote(dir .. "/log"))
   os.execute(cmd)
   local port, pid
