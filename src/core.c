@@ -250,88 +250,6 @@ static int json_media_type(const tc_span_t *ct)
     return 1;
 }
 
-/* What client:perform's `decode` argument asks of a 2xx answer. */
-enum { DECODE_NOTHING, DECODE_OBJECT, DECODE_PAGE, DECODE_NONE };
-
-/* The value of a 2xx answer for decode mode `mode`, decoded here rather
-** than in Lua: pushes value, shape ("object", "array", "none") and
-** returns 2, or returns 0 with nothing pushed when the answer is anything
-** else (not 2xx, not JSON, not the shape wanted, not what cjson accepts),
-** which then goes the Lua way unchanged. [-0, +(0|2), m] */
-static int push_decoded(lua_State *L, const tc_exchange_t *ex, int mode)
-{
-    /* what tc_exchange_classify calls "ok", without its work for failures */
-    if (ex->code != CURLE_OK || ex->status < 200 || ex->status >= 300 || ex->body.oom || ex->head.oom)
-        return 0;
-    if (mode == DECODE_NONE) {
-        lua_pushboolean(L, 1);
-        lua_pushliteral(L, "none");
-        return 2;
-    }
-    tc_span_t ct = { NULL, 0 };
-    if (ex->head.data)
-        ct.p = tc_header_find(ex->head.data, ex->head.len, "content-type", &ct.n);
-    if (ex->body.len == 0 || !json_media_type(&ct))
-        return 0;
-    int shape = tc_json_push(L, ex->body.data, ex->body.len);
-    if (shape == TC_JSON_OBJECT || (shape == TC_JSON_ARRAY && mode == DECODE_PAGE)) {
-        if (shape == TC_JSON_OBJECT)
-            lua_pushliteral(L, "object");
-        else
-            lua_pushliteral(L, "array");
-        return 2;
-    }
-    if (shape)
-        lua_pop(L, 1);
-    return 0;
-}
-
-/*
-** client:perform(method, path, body|nil, idempotency_key|nil, timeout
-** [, decode]) -> outcome table { kind = "ok"|"api"|"transport", status,
-** body, headers, retryable, retry_after, curl_code, error }. One attempt,
-** no retries. method: "POST", "DELETE" or "GET" (GET sends no body and no
-** key). decode ("object", "page" or "none") asks for a 2xx answer's value
-** instead: then a 2xx JSON object (for "page" also an array) that
-** lua-cjson would accept returns value, "object"|"array" (for "none":
-** true, "none") without a body string or a headers table; every other
-** answer is the outcome table as without it.
-** Three phases: read arguments, run libcurl without touching Lua, push.
-** [-0, +1|2, m]
-*/
-static int l_client_perform(lua_State *L)
-{
-    static const char *const methods[] = { "GET", "POST", "DELETE", NULL };
-    static const tc_method_t codes[] = { TC_GET, TC_POST, TC_DELETE };
-    tc_client_t *c = check_client(L, 1);
-    tc_request_t rq;
-    rq.method = codes[luaL_checkoption(L, 2, NULL, methods)];
-    rq.base = c->settings.base_url;
-    rq.path = luaL_checkstring(L, 3);
-    rq.body = luaL_optlstring(L, 4, NULL, &rq.body_len);
-    rq.idempotency_key = opt_key(L, 5);
-    rq.timeout_ms = timeout_ms(luaL_checknumber(L, 6));
-    static const char *const decodes[] = { "object", "page", "none", NULL };
-    int decode = lua_isnoneornil(L, 7) ? DECODE_NOTHING : 1 + luaL_checkoption(L, 7, NULL, decodes);
-
-    int prepared = tc_client_ensure_handle(c) == 0
-                   && tc_exchange_prepare(&c->ex, &c->settings, &c->sockets, &rq) == 0;
-    if (prepared) {
-        tc_sigpipe_t guard;
-        tc_sigpipe_block(&guard);
-        c->ex.code = curl_easy_perform(c->ex.easy);
-        tc_sigpipe_restore(&guard);
-        curl_easy_getinfo(c->ex.easy, CURLINFO_RESPONSE_CODE, &c->ex.status);
-    }
-
-    if (!prepared)
-        return luaL_error(L, "not enough memory");
-    if (decode != DECODE_NOTHING && push_decoded(L, &c->ex, decode) == 2)
-        return 2;
-    push_outcome(L, &c->ex, 0);
-    return 1;
-}
-
 /*
 ** Redaction: what client:redact replaces in text that came from a server.
 ** The needles are the API key and its JSON-escaped forms (kept here, so
@@ -505,25 +423,127 @@ static void redact_table(lua_State *L, int t, const needles_t *nd, int depth)
     lua_pop(L, 1);
 }
 
-/* client:redact(v [, strings]) -> v with every occurrence of the API key
-** (as is or JSON-escaped) and of each of `strings` replaced by
+/* Could a value decoded from the JSON text b hold a needle? A string
+** without escapes decodes to a piece of the text, so a text without a
+** backslash and without a needle gives none: the common answer, found
+** without walking the value. */
+static int text_may_hold(const char *b, size_t n, const needles_t *nd)
+{
+    return nd->n > 0 && n > 0 && (memchr(b, '\\', n) != NULL || holds_needle(b, n, nd));
+}
+
+/* What client:perform's `decode` argument asks of a 2xx answer. */
+enum { DECODE_NOTHING, DECODE_OBJECT, DECODE_PAGE, DECODE_NONE };
+
+/* The value of a 2xx answer for decode mode `mode`, decoded here rather
+** than in Lua: pushes value, shape ("object", "array", "none") and
+** returns 2, or returns 0 with nothing pushed when the answer is anything
+** else (not 2xx, not JSON, not the shape wanted, not what cjson accepts),
+** which then goes the Lua way unchanged. [-0, +(0|2), m] */
+static int push_decoded(lua_State *L, const tc_exchange_t *ex, int mode)
+{
+    /* what tc_exchange_classify calls "ok", without its work for failures */
+    if (ex->code != CURLE_OK || ex->status < 200 || ex->status >= 300 || ex->body.oom || ex->head.oom)
+        return 0;
+    if (mode == DECODE_NONE) {
+        lua_pushboolean(L, 1);
+        lua_pushliteral(L, "none");
+        return 2;
+    }
+    tc_span_t ct = { NULL, 0 };
+    if (ex->head.data)
+        ct.p = tc_header_find(ex->head.data, ex->head.len, "content-type", &ct.n);
+    if (ex->body.len == 0 || !json_media_type(&ct))
+        return 0;
+    int shape = tc_json_push(L, ex->body.data, ex->body.len);
+    if (shape == TC_JSON_OBJECT || (shape == TC_JSON_ARRAY && mode == DECODE_PAGE)) {
+        if (shape == TC_JSON_OBJECT)
+            lua_pushliteral(L, "object");
+        else
+            lua_pushliteral(L, "array");
+        return 2;
+    }
+    if (shape)
+        lua_pop(L, 1);
+    return 0;
+}
+
+/*
+** client:perform(method, path, body|nil, idempotency_key|nil, timeout
+** [, decode]) -> outcome table { kind = "ok"|"api"|"transport", status,
+** body, headers, retryable, retry_after, curl_code, error }. One attempt,
+** no retries. method: "POST", "DELETE" or "GET" (GET sends no body and no
+** key). decode ("object", "page" or "none") asks for a 2xx answer's value
+** instead: then a 2xx JSON object (for "page" also an array) that
+** lua-cjson would accept returns value, "object"|"array" (for "none":
+** true, "none") without a body string or a headers table; every other
+** answer is the outcome table as without it. Such a value comes back
+** redacted (see client:redact) of the key and of the optional list of
+** strings `secrets` (argument 8).
+** Three phases: read arguments, run libcurl without touching Lua, push.
+** [-0, +1|2, m]
+*/
+static int l_client_perform(lua_State *L)
+{
+    static const char *const methods[] = { "GET", "POST", "DELETE", NULL };
+    static const tc_method_t codes[] = { TC_GET, TC_POST, TC_DELETE };
+    tc_client_t *c = check_client(L, 1);
+    tc_request_t rq;
+    rq.method = codes[luaL_checkoption(L, 2, NULL, methods)];
+    rq.base = c->settings.base_url;
+    rq.path = luaL_checkstring(L, 3);
+    rq.body = luaL_optlstring(L, 4, NULL, &rq.body_len);
+    rq.idempotency_key = opt_key(L, 5);
+    rq.timeout_ms = timeout_ms(luaL_checknumber(L, 6));
+    static const char *const decodes[] = { "object", "page", "none", NULL };
+    int decode = lua_isnoneornil(L, 7) ? DECODE_NOTHING : 1 + luaL_checkoption(L, 7, NULL, decodes);
+    needles_t nd;
+    gather_needles(L, c, 8, &nd);
+
+    int prepared = tc_client_ensure_handle(c) == 0
+                   && tc_exchange_prepare(&c->ex, &c->settings, &c->sockets, &rq) == 0;
+    if (prepared) {
+        tc_sigpipe_t guard;
+        tc_sigpipe_block(&guard);
+        c->ex.code = curl_easy_perform(c->ex.easy);
+        tc_sigpipe_restore(&guard);
+        curl_easy_getinfo(c->ex.easy, CURLINFO_RESPONSE_CODE, &c->ex.status);
+    }
+
+    if (!prepared)
+        return luaL_error(L, "not enough memory");
+    if (decode != DECODE_NOTHING && push_decoded(L, &c->ex, decode) == 2) {
+        if (lua_type(L, -2) == LUA_TTABLE && text_may_hold(c->ex.body.data, c->ex.body.len, &nd))
+            redact_table(L, lua_gettop(L) - 1, &nd, 0);
+        return 2;
+    }
+    push_outcome(L, &c->ex, 0);
+    return 1;
+}
+
+/* client:redact(v [, strings [, json]]) -> v with every occurrence of the
+** API key (as is or JSON-escaped) and of each of `strings` replaced by
 ** "[REDACTED]", for what came from a server: a string gives a new string,
 ** a table is redacted in place (keys and values, at any depth) and
-** returned, anything else comes back as it is. Works on a closed client
-** too (the key is gone; the strings are not). [-0, +1, m] */
+** returned, anything else comes back as it is. `json`: the text a table
+** was decoded from, which can spare the walk (text_may_hold). Works on a
+** closed client too (the key is gone; the strings are not). [-0, +1, m] */
 static int l_client_redact(lua_State *L)
 {
     tc_client_t *c = luaL_checkudata(L, 1, CLIENT_MT);
     luaL_checkany(L, 2);
     needles_t nd;
     gather_needles(L, c, 3, &nd);
-    lua_settop(L, 2);
-    if (nd.n == 0)
-        return 1;
-    if (lua_type(L, 2) == LUA_TSTRING)
-        redact_slot(L, 2, &nd);
-    else if (lua_type(L, 2) == LUA_TTABLE)
-        redact_table(L, 2, &nd, 0);
+    size_t n = 0;
+    const char *json = lua_type(L, 4) == LUA_TSTRING ? lua_tolstring(L, 4, &n) : NULL;
+    /* the arguments stay on the stack: they own the needles' bytes */
+    if (nd.n > 0 && !(json && !text_may_hold(json, n, &nd))) {
+        if (lua_type(L, 2) == LUA_TSTRING)
+            redact_slot(L, 2, &nd);
+        else if (lua_type(L, 2) == LUA_TTABLE)
+            redact_table(L, 2, &nd, 0);
+    }
+    lua_pushvalue(L, 2);
     return 1;
 }
 

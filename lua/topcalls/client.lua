@@ -218,23 +218,27 @@ local REASONS = {
 -- as sent and JSON-escaped (with and without "\/"), for a server that
 -- quotes the request back. At each place the longest match wins.
 -- redact(v): a string gives a new one; a decoded table is redacted in
--- place, keys too, at any depth.
-local function redactor(handle, secrets)
-  local forms
-  if secrets and secrets[1] ~= nil then
-    forms = {}
-    for _, secret in ipairs(secrets) do
-      local escaped = json.encode(secret):sub(2, -2)
-      forms[#forms + 1] = secret
-      if escaped ~= secret then
-        forms[#forms + 1] = escaped
-        forms[#forms + 1] = (escaped:gsub("\\/", "/"))
-      end
+-- place, keys too, at any depth (`json`, the text it was decoded from,
+-- lets C skip the walk when that text cannot hold a secret). A 2xx
+-- answer decoded in C (client:perform) is redacted there with the same
+-- forms.
+local function secret_forms(secrets)
+  if not (secrets and secrets[1] ~= nil) then return nil end
+  local forms = {}
+  for _, secret in ipairs(secrets) do
+    local escaped = json.encode(secret):sub(2, -2)
+    forms[#forms + 1] = secret
+    if escaped ~= secret then
+      forms[#forms + 1] = escaped
+      forms[#forms + 1] = (escaped:gsub("\\/", "/"))
     end
   end
-  return function(v) return handle:redact(v, forms) end
+  return forms
 end
-_M.redactor = redactor
+
+local function redactor(handle, forms)
+  return function(v, json_text) return handle:redact(v, forms, json_text) end
+end
 
 -- Copy the server's `errors` list, keeping only well-formed entries.
 local function problem_errors(list, redact)
@@ -315,7 +319,7 @@ function _M.decode_object(res, attempts, redact)
     return errors.fail("decode", "response body is not a JSON object: " .. (why or "got a " .. type(value)),
                        fields_of(res, attempts, redact))
   end
-  return redact(value)
+  return redact(value, body)
 end
 
 -- The config error of a network call on a client without a key.
@@ -336,7 +340,7 @@ local function decode_page(res, attempts, redact)
     return errors.fail("decode", "list response is not JSON: " .. (why or "got a " .. type(value)),
                        fields_of(res, attempts, redact))
   end
-  return { body = redact(value), array = find(res.body, "^%s*%[") ~= nil }
+  return { body = redact(value, res.body), array = find(res.body, "^%s*%[") ~= nil }
 end
 
 -- How a successful answer becomes a value, by name: names, not
@@ -377,7 +381,7 @@ end
 function _M.call(state, method, path, body, call, decode, secrets)
   local handle, s = state.handle, state.settings
   if not handle:has_key() then return _M.no_key() end
-  local redact = redactor(handle, secrets)
+  local forms = secret_forms(secrets)
   local key = method == "POST" and (call.idempotency_key or core.uuid4()) or nil
   local timeout = call.timeout or s.timeout
   -- the logger wants every attempt's status and request id: the Lua way
@@ -390,16 +394,16 @@ function _M.call(state, method, path, body, call, decode, secrets)
   while true do
     attempt = attempt + 1
     local started = s.logger and core.now()
-    local res, shape = handle:perform(method, path, body, key, timeout, in_c)
-    if shape then   -- a 2xx answer, decoded in C
-      if decode == "page" then return { body = redact(res), array = shape == "array" } end
-      return redact(res)
+    local res, shape = handle:perform(method, path, body, key, timeout, in_c, forms)
+    if shape then   -- a 2xx answer, decoded (and redacted) in C
+      if decode == "page" then return { body = res, array = shape == "array" } end
+      return res
     end
     rq = rq or { method = method, path = path, key = key, max_retries = call.max_retries or s.max_retries,
-                 redact = redact }
+                 redact = redactor(handle, forms) }
     local delay, verdict = step(s, rq, res, attempt, started and core.now() - started)
     if not delay then
-      return finish(res, attempt, verdict, _M.DECODERS[decode], redact)
+      return finish(res, attempt, verdict, _M.DECODERS[decode], rq.redact)
     end
     core.sleep(delay)
   end
@@ -428,7 +432,7 @@ function _M.bulk(state, path, items, opts, on_result)
     for _, out in ipairs(batch) do
       local k = out.index
       rq.key, rq.index = items[k].key, items[k].index
-      rq.redact = redactor(state.handle, items[k].secrets)
+      rq.redact = redactor(state.handle, secret_forms(items[k].secrets))
       local delay, verdict = step(s, rq, out, out.attempt, out.elapsed)
       if delay then
         if out.retry_after and BATCH_WIDE_STATUS[out.status] then bulk:hold(delay) end

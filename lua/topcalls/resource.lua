@@ -112,27 +112,33 @@ end
 -- The request's secrets: the non-empty strings of params at the paths the
 -- schema marks sensitive (passwords), read raw as the validator reads
 -- them. The transport redacts them from everything the server answers.
-local secret_paths = setmetatable({}, { __mode = "k" })   -- desc -> list of paths
+-- On every add: numeric loops over paths listed once per resource.
+local secret_paths = setmetatable({}, { __mode = "k" })   -- desc -> list of paths (lists of names)
+
+local function sensitive_paths(fields, prefix, out)
+  for _, f in ipairs(fields) do
+    local path = {}
+    for i = 1, #prefix do path[i] = prefix[i] end
+    path[#path + 1] = f.name
+    if f.sensitive then out[#out + 1] = path end
+    if f.members then sensitive_paths(f.members, path, out) end
+  end
+  return out
+end
 
 local function secrets_of(desc, params)
   local paths = secret_paths[desc]
   if not paths then
-    paths = {}
-    local function walk(fields, prefix)
-      for _, f in ipairs(fields) do
-        local path = { f.name }
-        for i = #prefix, 1, -1 do table.insert(path, 1, prefix[i]) end
-        if f.sensitive then paths[#paths + 1] = path end
-        if f.members then walk(f.members, path) end
-      end
-    end
-    walk(core.describe(desc.schema), {})
+    paths = sensitive_paths(core.describe(desc.schema), {}, {})
     secret_paths[desc] = paths
   end
   local out
-  for _, path in ipairs(paths) do
-    local v = params
-    for _, name in ipairs(path) do v = type(v) == "table" and rawget(v, name) or nil end
+  for i = 1, #paths do
+    local path, v = paths[i], params
+    for j = 1, #path do
+      if type(v) ~= "table" then v = nil; break end
+      v = rawget(v, path[j])
+    end
     if type(v) == "string" and v ~= "" then
       out = out or {}
       out[#out + 1] = v
