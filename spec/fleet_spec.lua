@@ -157,10 +157,7 @@ describe("fleet.plan / fleet.apply", function()
     -- number bodies carry the new carriers' sids, so only carrier keys repeat
     local carrier_keys = 0
     for _, k in ipairs(first) do for _, k2 in ipairs(second) do if k == k2 then carrier_keys = carrier_keys + 1 end end end
-    assert.are.equal(2, carrier_keys)
-    local fleet_mod = require "topcalls.fleet"
-    assert.are_not.equal(fleet_mod.digest("a\nb"), fleet_mod.digest("a\nc"))
-    assert.are.equal(32, #fleet_mod.digest(("x"):rep(1000)))
+    assert.are.equal(2, carrier_keys)   -- how keys are derived: spec/secrets_spec.lua
   end)
 
   it("drift: a carrier deleted by hand is created again, its numbers moved onto it", function()

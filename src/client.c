@@ -15,9 +15,31 @@
 #include <sys/socket.h>
 #include "tc.h"
 
+/* Does the URL's authority (after "://", up to the path) hold an '@'? */
+static int authority_has_at(const char *url)
+{
+    const char *p = strstr(url, "://");
+    for (p = p ? p + 3 : url; *p && *p != '/' && *p != '?' && *p != '#'; p++)
+        if (*p == '@')
+            return 1;
+    return 0;
+}
+
+/* Is a part of the parsed URL u present? */
+static int has_part(CURLU *u, CURLUPart what)
+{
+    char *v = NULL;
+    int present = curl_url_get(u, what, &v, 0) == CURLUE_OK;
+    curl_free(v);
+    return present;
+}
+
 /* Checks a base URL: https anywhere, plain http only to loopback (the API
- * key would otherwise cross the network in clear). Pure apart from
- * libcurl's URL parser. Returns 0, or -1 with *why set. */
+ * key would otherwise cross the network in clear); no userinfo (a
+ * password in a URL ends up in every log that shows it), no query or
+ * fragment (paths are appended to the base: they would land inside it).
+ * The reasons never quote the URL. Pure apart from libcurl's URL parser.
+ * Returns 0, or -1 with *why set. */
 int tc_client_check_url(const char *url, int *loopback, const char **why)
 {
     CURLU *u = curl_url();
@@ -34,7 +56,14 @@ int tc_client_check_url(const char *url, int *loopback, const char **why)
         || curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
         goto done;
     *loopback = tc_is_loopback_host(host);
-    if (strcmp(scheme, "https") == 0 || (strcmp(scheme, "http") == 0 && *loopback))
+    if (authority_has_at(url) || has_part(u, CURLUPART_USER) || has_part(u, CURLUPART_PASSWORD)
+        || has_part(u, CURLUPART_OPTIONS))
+        *why = "base_url must not hold a user name or password (the API key goes in api_key)";
+    else if (strchr(url, '?') || has_part(u, CURLUPART_QUERY))
+        *why = "base_url must not have a query ('?'): request paths are appended to it";
+    else if (strchr(url, '#') || has_part(u, CURLUPART_FRAGMENT))
+        *why = "base_url must not have a fragment ('#'): request paths are appended to it";
+    else if (strcmp(scheme, "https") == 0 || (strcmp(scheme, "http") == 0 && *loopback))
         rc = 0;
     else if (strcmp(scheme, "http") == 0)
         *why = "base_url uses plain http to a host that is not loopback; the API key only travels over https";
@@ -160,11 +189,15 @@ void tc_client_close(tc_client_t *c)
     drop_handle(c);
     tc_exchange_free(&c->ex);
     tc_settings_t *s = &c->settings;
-    if (s->auth_header) {
-        volatile char *p = s->auth_header;
-        while (*p) *p++ = 0;
+    char *secrets[] = { s->auth_header, s->key_json[0], s->key_json[1] };
+    for (int i = 0; i < 3; i++) {
+        if (secrets[i]) {
+            volatile char *p = secrets[i];
+            while (*p) *p++ = 0;
+        }
+        free(secrets[i]);
     }
-    free(s->auth_header);
+    s->key_json[0] = s->key_json[1] = NULL;
     free(s->base_url);
     free(s->user_agent);
     free(s->ca_file);

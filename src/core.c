@@ -12,6 +12,8 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include "tc.h"
 
 #define CLIENT_MT "topcalls.client"
@@ -86,6 +88,27 @@ static long timeout_ms(double seconds)
     return ms < (double)TIMEOUT_MAX_MS ? (long)ms : TIMEOUT_MAX_MS;
 }
 
+/* A malloc'd copy of s with '"' and '\\' escaped as JSON writes them (and
+ * '/' as "\\/" when `slash`, as lua-cjson does), or NULL when that is s
+ * itself or memory ran out (redaction then misses only this form). */
+static char *json_escaped(const char *s, int slash)
+{
+    size_t n = 0, extra = 0;
+    for (; s[n]; n++)
+        extra += s[n] == '"' || s[n] == '\\' || (slash && s[n] == '/');
+    char *d = extra ? malloc(n + extra + 1) : NULL;
+    if (d == NULL)
+        return NULL;
+    char *p = d;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '"' || s[i] == '\\' || (slash && s[i] == '/'))
+            *p++ = '\\';
+        *p++ = s[i];
+    }
+    *p = '\0';
+    return d;
+}
+
 /*
 ** core.client_new{ base_url, api_key, user_agent, ca_file, proxy,
 ** connect_timeout } -> client | nil, reason. The Lua layer checks types
@@ -113,8 +136,12 @@ static int l_client_new(lua_State *L)
         lua_pushliteral(L, "base_url and user_agent must be strings");
         return 2;
     }
-    if (s->auth_header)
+    if (s->auth_header) {
         s->key = s->auth_header + strlen("Authorization: Bearer ");
+        /* the forms a server's JSON may quote it in, for redaction */
+        for (int slash = 0; slash < 2; slash++)
+            s->key_json[slash] = json_escaped(s->key, slash);
+    }
     const char *why;
     if (tc_client_check_url(s->base_url, &s->allow_http, &why) != 0) {
         tc_client_close(c);
@@ -279,6 +306,188 @@ static const char *opt_key(lua_State *L, int i)
     return key;
 }
 
+/*
+** Redaction: what client:redact replaces in text that came from a server.
+** The needles are the API key and its JSON-escaped forms (kept here, so
+** the key never reaches Lua) and the caller's strings (a request's
+** secrets in their forms). At each position the longest needle that
+** matches is replaced, so a secret that contains another goes as a whole.
+*/
+#define REDACTED "[REDACTED]"
+#define MAX_NEEDLES 64
+
+typedef struct needles {
+    tc_span_t s[MAX_NEEDLES];
+    int       n;
+} needles_t;
+
+static void add_needle(needles_t *nd, const char *p, size_t n)
+{
+    if (p != NULL && n > 0 && nd->n < MAX_NEEDLES) {
+        nd->s[nd->n].p = p;
+        nd->s[nd->n].n = n;
+        nd->n++;
+    }
+}
+
+/* The key's needles, then the strings of the optional list at index t
+** (they stay alive: the list is an argument). [-0, +0, v] */
+static void gather_needles(lua_State *L, const tc_client_t *c, int t, needles_t *nd)
+{
+    const tc_settings_t *s = &c->settings;
+    nd->n = 0;
+    if (s->key) {
+        add_needle(nd, s->key, strlen(s->key));
+        for (int i = 0; i < 2; i++)
+            if (s->key_json[i])
+                add_needle(nd, s->key_json[i], strlen(s->key_json[i]));
+    }
+    if (lua_isnoneornil(L, t))
+        return;
+    luaL_checktype(L, t, LUA_TTABLE);
+    int len = (int)tc_rawlen(L, t);
+    luaL_argcheck(L, len <= MAX_NEEDLES - 3, t, "too many strings to redact");
+    for (int i = 1; i <= len; i++) {
+        lua_rawgeti(L, t, i);
+        size_t n;
+        const char *p = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+        lua_pop(L, 1);
+        if (p)
+            add_needle(nd, p, n);
+    }
+}
+
+/* Does s[0..n) hold p[0..m), 0 < m <= n? (memmem is a GNU extension) */
+static int holds_bytes(const char *s, size_t n, const char *p, size_t m)
+{
+    const char *end = s + (n - m) + 1;
+    for (const char *q = s; q < end; q++) {
+        q = memchr(q, p[0], (size_t)(end - q));
+        if (q == NULL)
+            return 0;
+        if (memcmp(q, p, m) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Does s[0..n) hold a needle? The common answer, no, costs a memchr scan
+** per needle. */
+static int holds_needle(const char *s, size_t n, const needles_t *nd)
+{
+    for (int i = 0; i < nd->n; i++)
+        if (nd->s[i].n <= n && holds_bytes(s, n, nd->s[i].p, nd->s[i].n))
+            return 1;
+    return 0;
+}
+
+/* Push s[0..n) with every needle replaced by REDACTED. [-0, +1, m] */
+static void push_redacted(lua_State *L, const char *s, size_t n, const needles_t *nd)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    size_t i = 0, kept = 0;
+    while (i < n) {
+        size_t best = 0;
+        for (int j = 0; j < nd->n; j++)
+            if (nd->s[j].n > best && nd->s[j].n <= n - i && memcmp(s + i, nd->s[j].p, nd->s[j].n) == 0)
+                best = nd->s[j].n;
+        if (best == 0) {
+            i++;
+            continue;
+        }
+        luaL_addlstring(&b, s + kept, i - kept);
+        luaL_addstring(&b, REDACTED);
+        i += best;
+        kept = i;
+    }
+    luaL_addlstring(&b, s + kept, n - kept);
+    luaL_pushresult(&b);
+}
+
+/* Redact the string at index i in place on the stack, if it holds a
+** needle. Returns 1 when it changed. [-0, +0, m] */
+static int redact_slot(lua_State *L, int i, const needles_t *nd)
+{
+    if (i < 0)
+        i = lua_gettop(L) + i + 1;   /* the push below would move a relative index */
+    size_t n;
+    const char *s = lua_tolstring(L, i, &n);
+    if (!holds_needle(s, n, nd))
+        return 0;
+    push_redacted(L, s, n, nd);
+    lua_replace(L, i);
+    return 1;
+}
+
+/* Redact every string of the table at index t, keys too, at any depth
+** (a decoded JSON value: no cycles, depth bounded by the decoder).
+** [-0, +0, m] */
+static void redact_table(lua_State *L, int t, const needles_t *nd, int depth)
+{
+    if (depth > 200)
+        luaL_error(L, "topcalls: value too deep to redact");
+    luaL_checkstack(L, 8, "redacting a value");
+    int renamed = 0;
+    lua_pushnil(L);
+    while (lua_next(L, t)) {   /* key -2, value -1 */
+        if (lua_type(L, -2) == LUA_TSTRING) {
+            size_t kn;
+            const char *k = lua_tolstring(L, -2, &kn);
+            renamed |= holds_needle(k, kn, nd);
+        }
+        int vt = lua_type(L, -1);
+        if (vt == LUA_TSTRING) {
+            if (redact_slot(L, -1, nd)) {   /* changing an existing field's value is allowed */
+                lua_pushvalue(L, -2);
+                lua_insert(L, -2);
+                lua_rawset(L, t);
+                continue;
+            }
+        } else if (vt == LUA_TTABLE) {
+            redact_table(L, lua_gettop(L), nd, depth + 1);
+        }
+        lua_pop(L, 1);
+    }
+    if (!renamed)
+        return;
+    /* new keys cannot be added during a traversal: collect, then move */
+    lua_newtable(L);
+    int moves = lua_gettop(L), m = 0;
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        lua_pop(L, 1);
+        size_t kn;
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            const char *k = lua_tolstring(L, -1, &kn);
+            if (holds_needle(k, kn, nd)) {
+                lua_pushvalue(L, -1);
+                lua_rawseti(L, moves, ++m);
+            }
+        }
+    }
+    for (int i = 1; i <= m; i++) {
+        lua_rawgeti(L, moves, i);             /* old key */
+        lua_pushvalue(L, -1);
+        lua_rawget(L, t);                     /* old key, value */
+        lua_pushvalue(L, -2);
+        lua_pushnil(L);
+        lua_rawset(L, t);                     /* t[old] = nil */
+        redact_slot(L, -2, nd);               /* new key, value */
+        lua_rawset(L, t);
+    }
+    lua_pop(L, 1);
+}
+
+/* Could a value decoded from the JSON text b hold a needle? A string
+** without escapes decodes to a piece of the text, so a text without a
+** backslash and without a needle gives none: the common answer, found
+** without walking the value. */
+static int text_may_hold(const char *b, size_t n, const needles_t *nd)
+{
+    return nd->n > 0 && n > 0 && (memchr(b, '\\', n) != NULL || holds_needle(b, n, nd));
+}
+
 /* What client:perform's `decode` argument asks of a 2xx answer. */
 enum { DECODE_NOTHING, DECODE_OBJECT, DECODE_PAGE, DECODE_NONE };
 
@@ -324,7 +533,9 @@ static int push_decoded(lua_State *L, const tc_exchange_t *ex, int mode)
 ** instead: then a 2xx JSON object (for "page" also an array) that
 ** lua-cjson would accept returns value, "object"|"array" (for "none":
 ** true, "none") without a body string or a headers table; every other
-** answer is the outcome table as without it.
+** answer is the outcome table as without it. Such a value comes back
+** redacted (see client:redact) of the key and of the optional list of
+** strings `secrets` (argument 8).
 ** Three phases: read arguments, run libcurl without touching Lua, push.
 ** [-0, +1|2, m]
 */
@@ -342,6 +553,8 @@ static int l_client_perform(lua_State *L)
     rq.timeout_ms = timeout_ms(luaL_checknumber(L, 6));
     static const char *const decodes[] = { "object", "page", "none", NULL };
     int decode = lua_isnoneornil(L, 7) ? DECODE_NOTHING : 1 + luaL_checkoption(L, 7, NULL, decodes);
+    needles_t nd;
+    gather_needles(L, c, 8, &nd);
 
     int prepared = tc_client_ensure_handle(c) == 0
                    && tc_exchange_prepare(&c->ex, &c->settings, &c->sockets, &rq) == 0;
@@ -355,36 +568,65 @@ static int l_client_perform(lua_State *L)
 
     if (!prepared)
         return luaL_error(L, "not enough memory");
-    if (decode != DECODE_NOTHING && push_decoded(L, &c->ex, decode) == 2)
+    if (decode != DECODE_NOTHING && push_decoded(L, &c->ex, decode) == 2) {
+        if (lua_type(L, -2) == LUA_TTABLE && text_may_hold(c->ex.body.data, c->ex.body.len, &nd))
+            redact_table(L, lua_gettop(L) - 1, &nd, 0);
         return 2;
+    }
     push_outcome(L, &c->ex, 0);
     return 1;
 }
 
-/* client:redact(s) -> s with every occurrence of the API key replaced by
- * "[REDACTED]", for text that came from a server. [-0, +1, m] */
+/* client:redact(v [, strings [, json]]) -> v with every occurrence of the
+** API key (as is or JSON-escaped) and of each of `strings` replaced by
+** "[REDACTED]", for what came from a server: a string gives a new string,
+** a table is redacted in place (keys and values, at any depth) and
+** returned, anything else comes back as it is. `json`: the text a table
+** was decoded from, which can spare the walk (text_may_hold). Works on a
+** closed client too (the key is gone; the strings are not). [-0, +1, m] */
 static int l_client_redact(lua_State *L)
 {
     tc_client_t *c = luaL_checkudata(L, 1, CLIENT_MT);
+    luaL_checkany(L, 2);
+    needles_t nd;
+    gather_needles(L, c, 3, &nd);
+    size_t n = 0;
+    const char *json = lua_type(L, 4) == LUA_TSTRING ? lua_tolstring(L, 4, &n) : NULL;
+    /* the arguments stay on the stack: they own the needles' bytes */
+    if (nd.n > 0 && !(json && !text_may_hold(json, n, &nd))) {
+        if (lua_type(L, 2) == LUA_TSTRING)
+            redact_slot(L, 2, &nd);
+        else if (lua_type(L, 2) == LUA_TTABLE)
+            redact_table(L, 2, &nd, 0);
+    }
+    lua_pushvalue(L, 2);
+    return 1;
+}
+
+/* client:mac(data) -> lower-case hex of HMAC-SHA-256(API key, data)
+** (OpenSSL's libcrypto), or nil without a key: what topcalls.fleet
+** derives idempotency keys from. The key never leaves C. [-0, +1, m] */
+static int l_client_mac(lua_State *L)
+{
+    tc_client_t *c = check_client(L, 1);
     size_t n;
-    const char *s = luaL_checklstring(L, 2, &n);
+    const unsigned char *data = (const unsigned char *)luaL_checklstring(L, 2, &n);
     const char *key = c->settings.key;
-    size_t kl = key ? strlen(key) : 0;
-    if (kl == 0) {
-        lua_settop(L, 2);
+    if (key == NULL) {
+        lua_pushnil(L);
         return 1;
     }
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    for (size_t i = 0; i < n;) {
-        if (n - i >= kl && memcmp(s + i, key, kl) == 0) {
-            luaL_addstring(&b, "[REDACTED]");
-            i += kl;
-        } else {
-            luaL_addchar(&b, s[i++]);
-        }
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (HMAC(EVP_sha256(), key, (int)strlen(key), data, n, md, &len) == NULL)
+        return luaL_error(L, "topcalls: HMAC-SHA-256 failed (libcrypto)");
+    static const char hex[] = "0123456789abcdef";
+    char out[2 * EVP_MAX_MD_SIZE];
+    for (unsigned int i = 0; i < len; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
     }
-    luaL_pushresult(&b);
+    lua_pushlstring(L, out, 2 * (size_t)len);
     return 1;
 }
 
@@ -770,6 +1012,7 @@ static int l_now(lua_State *L)
 static const luaL_Reg client_methods[] = {
     { "perform", l_client_perform },
     { "redact", l_client_redact },
+    { "mac", l_client_mac },
     { "has_key", l_client_has_key },
     { "bulk", l_client_bulk },
     { "close", l_client_close },

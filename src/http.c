@@ -107,8 +107,12 @@ static int set_constant_options(tc_exchange_t *ex, const tc_settings_t *s, tc_so
         curl_easy_setopt(h, CURLOPT_CAINFO, s->ca_file);
     if (s->proxy)     /* else the environment's */
         curl_easy_setopt(h, CURLOPT_PROXY, s->proxy);
-    /* loopback is never proxied, whatever the environment says */
-    curl_easy_setopt(h, CURLOPT_NOPROXY, "localhost,127.0.0.1,::1");
+    /* A loopback base URL (the only kind that may be plain http, see
+     * tc_client_check_url) never goes through a proxy, whatever the
+     * option or the environment says: "*" covers every 127/8 address,
+     * which a list of names would not, and the key would cross the proxy
+     * in clear. Other hosts: https, so a proxy only sees a CONNECT. */
+    curl_easy_setopt(h, CURLOPT_NOPROXY, s->allow_http ? "*" : "localhost,127.0.0.1,::1");
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, s->connect_timeout_ms);
     curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)TC_BODY_LIMIT);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, ex->errbuf);

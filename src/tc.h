@@ -97,6 +97,7 @@ typedef struct tc_settings {
     char  *base_url;        /* no trailing slash; NULL once closed */
     char  *auth_header;     /* "Authorization: Bearer <key>", or NULL */
     char  *key;             /* points into auth_header, for redaction */
+    char  *key_json[2];     /* the key JSON-escaped (without, with "\/"), or NULL when the same */
     char  *user_agent;      /* full "User-Agent: ..." line */
     char  *ca_file, *proxy;
     long   connect_timeout_ms;

@@ -20,12 +20,12 @@ local function is_number(v) return type(v) == "number" and v == v and v > -huge 
 -- Each option declared once: what it must be, and its default.
 local OPTIONS = {
   api_key         = { kind = "token" },
-  base_url        = { kind = "string" },
+  base_url        = { kind = "url" },
   timeout         = { kind = "seconds", default = 30 },
   connect_timeout = { kind = "seconds", default = 10 },
   max_retries     = { kind = "count", default = 2 },
   ca_file         = { kind = "file" },
-  proxy           = { kind = "string" },
+  proxy           = { kind = "url" },
   user_agent      = { kind = "line" },
   strict          = { kind = "boolean", default = true },
   logger          = { kind = "function" },
@@ -58,6 +58,13 @@ local CHECKS = {
   string = function(v)
     if type(v) ~= "string" then return "type", "must be a string" end
     if v == "" then return "length", "must not be empty" end
+  end,
+  -- the C core checks the URL's shape (tc_client_check_url); a NUL would
+  -- cut its copy short there, so text that is not one line stops here
+  url = function(v)
+    if type(v) ~= "string" then return "type", "must be a string" end
+    if v == "" then return "length", "must not be empty" end
+    if find(v, "[%s%c]") then return "format", "must not contain whitespace or control characters" end
   end,
   token = function(v)
     if type(v) ~= "string" then return "type", "must be a string" end
@@ -174,11 +181,17 @@ function _M.settings(opts)
   s.base_url = opts.base_url or env("TOPCALLS_BASE_URL") or DEFAULT_BASE_URL
   s.user_agent = "topcalls-lua/" .. _M.VERSION .. " (" .. lua_version() .. "; libcurl/"
                  .. core.curl_version .. ")" .. (opts.user_agent and " " .. opts.user_agent or "")
-  if s.api_key then
-    local code, message = CHECKS.token(s.api_key)
-    if code then
-      return errors.violations("config", { { path = "api_key", code = code,
-        message = message .. " (from " .. (opts.api_key and "api_key" or "TOPCALLS_API_KEY") .. ")" } })
+  -- what came from the environment is checked as the options were
+  local from_env = {
+    { name = "api_key", check = CHECKS.token, env = "TOPCALLS_API_KEY" },
+    { name = "base_url", check = CHECKS.url, env = "TOPCALLS_BASE_URL" },
+  }
+  for _, f in ipairs(from_env) do
+    if s[f.name] and opts[f.name] == nil then
+      local code, message = f.check(s[f.name])
+      if code then
+        return errors.violations("config", { { path = f.name, code = code, message = message .. " (from " .. f.env .. ")" } })
+      end
     end
   end
   return s
@@ -214,6 +227,36 @@ local REASONS = {
   [503] = "Service Unavailable", [504] = "Gateway Timeout",
 }
 
+-- The redactor of one call. Everything a server sends (bodies, headers,
+-- curl's messages about the exchange) goes through one before it reaches
+-- a result, an error or the logger: it replaces by "[REDACTED]" the API
+-- key (which only the C handle holds, with its JSON-escaped forms) and
+-- every secret of the request (the values the schema marks sensitive),
+-- as sent and JSON-escaped (with and without "\/"), for a server that
+-- quotes the request back. At each place the longest match wins.
+-- redact(v): a string gives a new one; a decoded table is redacted in
+-- place, keys too, at any depth (`json`, the text it was decoded from,
+-- lets C skip the walk when that text cannot hold a secret). A 2xx
+-- answer decoded in C (client:perform) is redacted there with the same
+-- forms.
+local function secret_forms(secrets)
+  if not (secrets and secrets[1] ~= nil) then return nil end
+  local forms = {}
+  for _, secret in ipairs(secrets) do
+    local escaped = json.encode(secret):sub(2, -2)
+    forms[#forms + 1] = secret
+    if escaped ~= secret then
+      forms[#forms + 1] = escaped
+      forms[#forms + 1] = (escaped:gsub("\\/", "/"))
+    end
+  end
+  return forms
+end
+
+local function redactor(handle, forms)
+  return function(v, json_text) return handle:redact(v, forms, json_text) end
+end
+
 -- Copy the server's `errors` list, keeping only well-formed entries.
 local function problem_errors(list, redact)
   local out = {}
@@ -223,7 +266,7 @@ local function problem_errors(list, redact)
       out[#out + 1] = {
         path = type(e.path) == "string" and redact(e.path) or "",
         message = type(e.message) == "string" and redact(e.message) or "",
-        code = type(e.code) == "string" and e.code or nil,
+        code = type(e.code) == "string" and redact(e.code) or nil,
       }
     end
   end
@@ -240,7 +283,7 @@ local function api_error(res, fields, redact)
   fields.type, fields.title = text(problem.type), text(problem.title)
   fields.detail, fields.instance = text(problem.detail), text(problem.instance)
   fields.errors = problem_errors(problem.errors, redact)
-  fields.request_id = fields.request_id or fields.instance
+  fields.request_id = fields.request_id or fields.instance   -- both redacted already
   local what = res.status .. " " .. (fields.title or REASONS[res.status] or "HTTP error")
   if fields.detail then what = what .. ": " .. fields.detail end
   local first = fields.errors[1]
@@ -254,23 +297,22 @@ local function api_error(res, fields, redact)
   return errors.fail("api", what, fields)
 end
 
--- Map one finished attempt to value | nil, message, err. `on_ok` turns a
--- 2xx response into the value.
 -- The error fields of a finished attempt; built only for a failure.
-local function fields_of(res, attempts)
+local function fields_of(res, attempts, redact)
   return {
     attempts = attempts,
     status = res.status,
     retryable = res.retryable,
     retry_after = res.retry_after,
-    request_id = res.headers["x-request-id"],
+    request_id = redact(res.headers["x-request-id"]),
   }
 end
 
-local function finish(handle, res, attempts, verdict, on_ok)
-  if res.kind == "ok" then return on_ok(res, attempts) end
-  local fields = fields_of(res, attempts)
-  local redact = function(s) return handle:redact(s) end
+-- Map one finished attempt to value | nil, message, err. `on_ok` turns a
+-- 2xx response into the value; `redact` is the call's redactor.
+local function finish(res, attempts, verdict, on_ok, redact)
+  if res.kind == "ok" then return on_ok(res, attempts, redact) end
+  local fields = fields_of(res, attempts, redact)
   if res.kind == "transport" then
     fields.curl_code = res.curl_code
     local what = redact(res.error)
@@ -280,11 +322,11 @@ local function finish(handle, res, attempts, verdict, on_ok)
   return api_error(res, fields, redact)
 end
 
--- A 2xx body that must be a JSON object.
-function _M.decode_object(res, attempts)
+-- A 2xx body that must be a JSON object, redacted.
+function _M.decode_object(res, attempts, redact)
   local ct = res.headers["content-type"]
   if ct and not is_json(ct) then
-    return errors.fail("decode", "expected a JSON response but got " .. ct, fields_of(res, attempts))
+    return errors.fail("decode", "expected a JSON response but got " .. redact(ct), fields_of(res, attempts, redact))
   end
   local body = res.body
   local value, why = json.decode(body)
@@ -292,9 +334,9 @@ function _M.decode_object(res, attempts)
   if type(value) == "table" and byte(body, 1) ~= 123 and not find(body, "^%s*{") then why = "got a JSON array" end
   if type(value) ~= "table" or why then
     return errors.fail("decode", "response body is not a JSON object: " .. (why or "got a " .. type(value)),
-                       fields_of(res, attempts))
+                       fields_of(res, attempts, redact))
   end
-  return value
+  return redact(value, body)
 end
 
 -- The config error of a network call on a client without a key.
@@ -305,17 +347,17 @@ end
 
 -- A 2xx body of a list request: a bare JSON array or an object (with
 -- `data` and paging fields); the resource layer reads the shape.
-local function decode_page(res, attempts)
+local function decode_page(res, attempts, redact)
   local ct = res.headers["content-type"]
   if ct and not is_json(ct) then
-    return errors.fail("decode", "expected a JSON response but got " .. ct, fields_of(res, attempts))
+    return errors.fail("decode", "expected a JSON response but got " .. redact(ct), fields_of(res, attempts, redact))
   end
   local value, why = json.decode(res.body)
   if type(value) ~= "table" then
     return errors.fail("decode", "list response is not JSON: " .. (why or "got a " .. type(value)),
-                       fields_of(res, attempts))
+                       fields_of(res, attempts, redact))
   end
-  return { body = value, array = find(res.body, "^%s*%[") ~= nil }
+  return { body = redact(value, res.body), array = find(res.body, "^%s*%[") ~= nil }
 end
 
 -- How a successful answer becomes a value, by name: names, not
@@ -327,32 +369,36 @@ _M.DECODERS = {
 }
 
 -- One finished attempt of a request `rq` (method, path, key, max_retries,
--- index): log it and decide. Both the single call and the bulk engine go
--- through here, so they retry and log alike. Returns delay (try again
--- after it) or nil, verdict.
+-- index, redact): log it and decide. Both the single call and the bulk
+-- engine go through here, so they retry and log alike. The event's
+-- strings from the exchange are redacted (a path may hold a server's
+-- cursor). Returns delay (try again after it) or nil, verdict.
 local function step(s, rq, res, attempt, elapsed)
   local delay, verdict = nil, "done"
   if res.kind ~= "ok" then
     delay, verdict = core.retry_plan(attempt, rq.max_retries, res.retryable, res.retry_after)
   end
   if s.logger then
+    local redact = rq.redact
     call_logger(s, {
-      method = rq.method, url = s.base_url .. rq.path, attempt = attempt, max_attempts = rq.max_retries + 1,
+      method = rq.method, url = redact(s.base_url .. rq.path), attempt = attempt, max_attempts = rq.max_retries + 1,
       outcome = res.kind, status = res.status, curl_code = res.kind == "transport" and res.curl_code or nil,
-      error = res.error, elapsed = elapsed, retry_in = delay,
+      error = redact(res.error), elapsed = elapsed, retry_in = delay,
       verdict = verdict,
-      request_id = res.headers["x-request-id"], idempotency_key = rq.key, index = rq.index,
+      request_id = redact(res.headers["x-request-id"]), idempotency_key = rq.key, index = rq.index,
     })
   end
   return delay, verdict
 end
 
 -- Run one logical call: attempts with retries, one idempotency key for
--- all of them (POST). `decode` names a DECODERS entry. Returns its value,
--- or nil, message, err.
-function _M.call(state, method, path, body, call, decode)
+-- all of them (POST). `decode` names a DECODERS entry; `secrets` lists
+-- the request's sensitive values (see redactor). Returns its value, or
+-- nil, message, err.
+function _M.call(state, method, path, body, call, decode, secrets)
   local handle, s = state.handle, state.settings
   if not handle:has_key() then return _M.no_key() end
+  local forms = secret_forms(secrets)
   local key = method == "POST" and (call.idempotency_key or core.uuid4()) or nil
   local timeout = call.timeout or s.timeout
   -- the logger wants every attempt's status and request id: the Lua way
@@ -365,15 +411,16 @@ function _M.call(state, method, path, body, call, decode)
   while true do
     attempt = attempt + 1
     local started = s.logger and core.now()
-    local res, shape = handle:perform(method, path, body, key, timeout, in_c)
-    if shape then   -- a 2xx answer, decoded in C
+    local res, shape = handle:perform(method, path, body, key, timeout, in_c, forms)
+    if shape then   -- a 2xx answer, decoded (and redacted) in C
       if decode == "page" then return { body = res, array = shape == "array" } end
       return res
     end
-    rq = rq or { method = method, path = path, key = key, max_retries = call.max_retries or s.max_retries }
+    rq = rq or { method = method, path = path, key = key, max_retries = call.max_retries or s.max_retries,
+                 redact = redactor(handle, forms) }
     local delay, verdict = step(s, rq, res, attempt, started and core.now() - started)
     if not delay then
-      return finish(handle, res, attempt, verdict, _M.DECODERS[decode])
+      return finish(res, attempt, verdict, _M.DECODERS[decode], rq.redact)
     end
     core.sleep(delay)
   end
@@ -383,7 +430,7 @@ end
 -- account is rate limited, or the service is unavailable): new starts wait.
 local BATCH_WIDE_STATUS = { [429] = true, [503] = true }
 
--- POST every item of `items` ({ body, key, index }) to path concurrently
+-- POST every item of `items` ({ body, key, index, secrets }) to path concurrently
 -- on one curl multi handle (multi.c). Every finished item is handed to
 -- on_result(k, value | nil, message, err) in completion order; `index`
 -- is what the logger calls the item (its place in the caller's list).
@@ -402,12 +449,13 @@ function _M.bulk(state, path, items, opts, on_result)
     for _, out in ipairs(batch) do
       local k = out.index
       rq.key, rq.index = items[k].key, items[k].index
+      rq.redact = redactor(state.handle, secret_forms(items[k].secrets))
       local delay, verdict = step(s, rq, out, out.attempt, out.elapsed)
       if delay then
         if out.retry_after and BATCH_WIDE_STATUS[out.status] then bulk:hold(delay) end
         bulk:retry(k, delay)
       else
-        local value, msg, err = finish(state.handle, out, out.attempt, verdict, _M.decode_object)
+        local value, msg, err = finish(out, out.attempt, verdict, _M.decode_object, rq.redact)
         on_result(k, value, msg, err)
         if not value and opts.stop_on_error then bulk:stop() end
       end

@@ -14,7 +14,7 @@ local client = require "topcalls.client"
 local type, pairs, ipairs, next, tostring, pcall, setmetatable, error, select =
       type, pairs, ipairs, next, tostring, pcall, setmetatable, error, select
 local setfenv, loadstring, load, min = rawget(_G, "setfenv"), rawget(_G, "loadstring"), load, math.min
-local format, byte, concat, sort, getenv, open = string.format, string.byte, table.concat, table.sort, os.getenv, io.open
+local format, concat, sort, getenv, open = string.format, table.concat, table.sort, os.getenv, io.open
 local NULL = json.null
 
 local _M = {}
@@ -250,33 +250,17 @@ end
 ---------------------------------------------------------------------------
 -- Idempotency keys
 
--- A 128-bit digest of s from four polynomial hashes modulo 2^31 - 1
--- (multipliers below 2^21, so every product is exact in a double: the
--- same digits on Lua 5.1-5.4 and LuaJIT). Not cryptographic: it only has
--- to give the same key for the same step and different keys for
--- different ones.
-local MOD, MULTS = 2147483647, { 131, 65599, 1000003, 1572869 }
-
-local function digest(s)
-  local h = { 17, 31, 61, 127 }
-  for i = 1, #s, 64 do
-    local bytes = { byte(s, i, i + 63) }
-    for j = 1, 4 do
-      local x, m = h[j], MULTS[j]
-      for k = 1, #bytes do x = (x * m + bytes[k]) % MOD end
-      h[j] = x
-    end
-  end
-  return format("%08x%08x%08x%08x", h[1], h[2], h[3], h[4])
-end
-_M.digest = digest
-
--- The Idempotency-Key of a step: from the scope (base URL), the action,
--- the request body and what the step replaces (an old record id), so the
--- same step of the same desired state always sends the same key and a
--- re-run replays instead of creating twice. 38 characters of [a-z0-9-].
+-- The Idempotency-Key of a step: HMAC-SHA-256 (OpenSSL, in the C core)
+-- keyed by the API key, over the scope's base URL, the action, the
+-- request body and what the step replaces (an old record id), cut to 128
+-- bits. The same step of the same desired state on the same account
+-- always sends the same key, so a re-run replays instead of creating
+-- twice; and the body's passwords cannot be recovered from a logged key
+-- without the API key. 38 characters of [a-z0-9-]. `scope` is
+-- { base_url, mac } (see key_scope in bind).
 local function step_key(scope, action, body, extra)
-  return "fleet-" .. digest(concat({ scope or "", action, body, extra or "" }, "\n"))
+  local mac = scope.mac(concat({ scope.base_url or "", action, body, extra or "" }, "\n"))
+  return "fleet-" .. mac:sub(1, 32)
 end
 
 ---------------------------------------------------------------------------
@@ -832,8 +816,9 @@ end
 -- `phone_numbers` resources)
 
 --- fleet functions over `target` (a client, or the topcalls module for
--- the default client). `scope` (the client's base URL; nil: the default
--- client's, from the environment) goes into every idempotency key.
+-- the default client). `scope` (the client's base URL) and `mac` (its
+-- handle's HMAC, client:mac) derive every idempotency key; both nil: the
+-- default client's, from the environment.
 -- The optional options table of fname, raising the usual bad-argument
 -- error (at the caller of fname) when it is not a table.
 local function options_arg(fname, opts)
@@ -843,12 +828,20 @@ local function options_arg(fname, opts)
   return opts or {}
 end
 
-function _M.bind(target, scope)
+function _M.bind(target, scope, mac)
   local f = { check = _M.check, load = _M.load, render = _M.render, redact = _M.redact }
-  local function scope_now()
-    if scope then return scope end
-    local s = client.settings({})
-    return s and s.base_url
+  -- What keys are derived with: the base URL and the MAC of the client's
+  -- C handle (for the default client, of one built from the environment
+  -- like the resources' own), or nil, message, err without a key.
+  local function key_scope()
+    local base_url, keyed = scope, mac
+    if not keyed then
+      local state, msg, err = client.new_state({})
+      if not state then return nil, msg, err end
+      base_url, keyed = state.settings.base_url, function(data) return state.handle:mac(data) end
+    end
+    if keyed("") == nil then return client.no_key() end
+    return { base_url = base_url, mac = keyed }
   end
 
   --- Plan: read the account and list the steps that make it match
@@ -889,7 +882,9 @@ function _M.bind(target, scope)
     opts = options_arg("apply", opts)
     local problems = count_problems(opts)
     if #problems > 0 then return errors.violations("validation", problems) end
-    return run(target, scope_now(), plan, opts)
+    local keys, kmsg, kerr = key_scope()
+    if not keys then return nil, kmsg, kerr end
+    return run(target, keys, plan, opts)
   end
 
   --- The account as a desired state (adoption): every carrier with its

@@ -62,7 +62,7 @@ function _M.new(opts)
   for _, desc in ipairs(_M.resources) do
     c[desc.name] = resource.front(desc, transport, state.settings.strict)
   end
-  c.fleet = fleet.bind(c, state.settings.base_url)
+  c.fleet = fleet.bind(c, state.settings.base_url, function(data) return state.handle:mac(data) end)
   return setmetatable(c, client_mt)
 end
 

@@ -58,7 +58,7 @@ end
 -- and results are plain data.
 local THREAD_WORK = {
   call = function(state, a)
-    local value, _, err = client.call(state, a.method, a.path, a.body, a.call, a.decoder)
+    local value, _, err = client.call(state, a.method, a.path, a.body, a.call, a.decoder, a.secrets)
     if value == nil then return false, null_to_mark(err) end
     return true, null_to_mark(value)
   end,
@@ -158,13 +158,14 @@ local function thread_transport(pool, key, plain, logger, direct)
 
   return {
     ready = direct.ready,
-    call = function(method, path, body, call, decoder)
+    call = function(method, path, body, call, decoder, secrets)
       local w, msg, err = where()
       if w ~= "thread" then
-        if w == "direct" then return direct.call(method, path, body, call, decoder) end
+        if w == "direct" then return direct.call(method, path, body, call, decoder, secrets) end
         return nil, msg, err
       end
-      local ok, value = hop("call", { method = method, path = path, body = body, call = call, decoder = decoder })
+      local ok, value = hop("call", { method = method, path = path, body = body, call = call, decoder = decoder,
+                                      secrets = secrets })
       if not ok then return rebuild(value) end
       return mark_to_null(value)
     end,
@@ -219,7 +220,7 @@ function _M.new(opts)
   for _, desc in ipairs(topcalls.resources) do
     c[desc.name] = resource.front(desc, transport, state.settings.strict)
   end
-  c.fleet = fleet.bind(c, state.settings.base_url)
+  c.fleet = fleet.bind(c, state.settings.base_url, function(data) return state.handle:mac(data) end)
   return setmetatable(c, {
     __name = "topcalls.ngx.client",
     __tostring = function() return "topcalls.ngx.client (pool " .. pool .. ", " .. tostring(state.handle) .. ")" end,

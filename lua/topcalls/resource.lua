@@ -7,9 +7,11 @@
 -- The network is reached through a transport of two functions, so the
 -- same front serves a plain client and topcalls.ngx (whose transport hops
 -- to a pool thread):
---   transport.call(method, path, body|nil, call_opts, decoder_name)
+--   transport.call(method, path, body|nil, call_opts, decoder_name, secrets|nil)
 --       -> value | nil, message, err            (client.call)
---   transport.bulk(path, items, opts, on_result) (client.bulk)
+--   transport.bulk(path, items, opts, on_result) (client.bulk; items
+--       { body, key, index, secrets })
+-- `secrets`: the request's sensitive values, redacted from every answer.
 --   transport.ready() -> true | nil, message, err (has it an API key?)
 -- SPDX-License-Identifier: MIT
 
@@ -19,7 +21,8 @@ local json   = require "topcalls.json"
 local client = require "topcalls.client"
 local view   = require "topcalls.view"
 
-local type, error, ipairs, next, pcall, tostring, format = type, error, ipairs, next, pcall, tostring, string.format
+local type, error, ipairs, next, pcall, tostring, format, rawget, setmetatable =
+      type, error, ipairs, next, pcall, tostring, string.format, rawget, setmetatable
 local sort, huge, gsub, find = table.sort, math.huge, string.gsub, string.find
 
 local _M = {}
@@ -104,6 +107,44 @@ local function prepare(desc, params, strict, call)
   if body then return body end
   return errors.fail("validation", "params cannot be encoded as JSON: " .. why,
                      { errors = { { path = "", code = "type", message = why } } })
+end
+
+-- The request's secrets: the non-empty strings of params at the paths the
+-- schema marks sensitive (passwords), read raw as the validator reads
+-- them. The transport redacts them from everything the server answers.
+-- On every add: numeric loops over paths listed once per resource.
+local secret_paths = setmetatable({}, { __mode = "k" })   -- desc -> list of paths (lists of names)
+
+local function sensitive_paths(fields, prefix, out)
+  for _, f in ipairs(fields) do
+    local path = {}
+    for i = 1, #prefix do path[i] = prefix[i] end
+    path[#path + 1] = f.name
+    if f.sensitive then out[#out + 1] = path end
+    if f.members then sensitive_paths(f.members, path, out) end
+  end
+  return out
+end
+
+local function secrets_of(desc, params)
+  local paths = secret_paths[desc]
+  if not paths then
+    paths = sensitive_paths(core.describe(desc.schema), {}, {})
+    secret_paths[desc] = paths
+  end
+  local out
+  for i = 1, #paths do
+    local path, v = paths[i], params
+    for j = 1, #path do
+      if type(v) ~= "table" then v = nil; break end
+      v = rawget(v, path[j])
+    end
+    if type(v) == "string" and v ~= "" then
+      out = out or {}
+      out[#out + 1] = v
+    end
+  end
+  return out
 end
 
 -- Problems with a record id argument and its call options.
@@ -254,7 +295,7 @@ function _M.front(desc, transport, strict)
     local body, msg, err = prepare(desc, params, strict, call)
     if not body then return nil, msg, err end
     local value
-    value, msg, err = transport.call("POST", desc.path, body, call, "object")
+    value, msg, err = transport.call("POST", desc.path, body, call, "object", secrets_of(desc, params))
     if not value then return nil, msg, err end
     return record(value)
   end
@@ -392,7 +433,7 @@ function _M.front(desc, transport, strict)
       end
       if body then
         if key ~= nil then seen[key] = i end
-        items[#items + 1] = { body = body, key = key or core.uuid4(), index = i }
+        items[#items + 1] = { body = body, key = key or core.uuid4(), index = i, secrets = secrets_of(desc, params) }
       else
         settle(i, { message = msg, err = err })
       end
@@ -427,8 +468,8 @@ end
 -- The transport of a plain client state: the calls run right here.
 function _M.direct(state)
   return {
-    call = function(method, path, body, call, decoder)
-      return client.call(state, method, path, body, call, decoder)
+    call = function(method, path, body, call, decoder, secrets)
+      return client.call(state, method, path, body, call, decoder, secrets)
     end,
     bulk = function(path, items, opts, on_result)
       return client.bulk(state, path, items, opts, on_result)

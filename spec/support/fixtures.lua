@@ -7,6 +7,12 @@ local _M = {}
 -- A distinctive key: the secret-leak specs search every output for it.
 _M.API_KEY = "tc_test_S3cr3tK3yNeverPrinted0123456789"
 
+-- The request secrets of spec/secrets_spec.lua (its hostile server echoes
+-- them back); tools/secret-scan looks for their "Pw5ecret..." middle too.
+-- '"', '/' and '\' make their JSON-escaped forms differ from the raw ones.
+_M.REG_PASSWORD = 'reg-Pw5ecretReg/"q\\z'
+_M.AUTH_PASSWORD = "auth-Pw5ecretAuth'$ zz"
+
 -- A valid static-IP carrier; a fresh copy each call.
 function _M.carrier(overrides)
   local p = {

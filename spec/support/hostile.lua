@@ -4,6 +4,7 @@
 --
 --   local hostile = require "spec.support.hostile"
 --   local h = hostile.start()          -- h.url = "http://127.0.0.1:PORT"
+--   hostile.start{ host = "127.0.0.2" }  -- another loopback address
 --   h.script{                          -- rules, first match answers
 --     { method = "POST", path = "/v1/phone-numbers/carriers", status = 422,
 --       headers = { { "Content-Type", "application/problem+json" },
@@ -71,10 +72,11 @@ local function encode_rules(rules)
   return cjson.encode({ rules = rules })
 end
 
-function M.start()
+function M.start(opts)
+  local host = opts and opts.host or "127.0.0.1"
   local dir = io.popen(clean("mktemp -d")):read("*l")
-  local cmd = ("python3 %s %s %d </dev/null >%s 2>&1 &"):format(
-    sh_quote(HERE .. "/hostile.py"), sh_quote(dir), my_pid(), sh_quote(dir .. "/log"))
+  local cmd = ("python3 %s %s %d %s </dev/null >%s 2>&1 &"):format(
+    sh_quote(HERE .. "/hostile.py"), sh_quote(dir), my_pid(), sh_quote(host), sh_quote(dir .. "/log"))
   os.execute(clean(cmd))
   local port, pid
   local deadline = socket.gettime() + 30
@@ -85,7 +87,7 @@ function M.start()
   if not (port and pid) then
     error("hostile server did not start: " .. (read_file(dir .. "/log") or "no log"), 2)
   end
-  local h = { url = "http://127.0.0.1:" .. port, port = tonumber(port), pid = tonumber(pid), dir = dir }
+  local h = { url = "http://" .. host .. ":" .. port, port = tonumber(port), pid = tonumber(pid), dir = dir }
   function h.script(rules) request(h.url, "POST", "/_hostile/script", encode_rules(rules)) end
   function h.reset() request(h.url, "POST", "/_hostile/reset", "{}") end
   function h.log() return request(h.url, "GET", "/_hostile/log").log end

@@ -2,9 +2,10 @@
 """A hostile HTTP/1.1 server on 127.0.0.1 for the specs: it answers what a
 misbehaving or malicious API, proxy or gateway could answer.
 
-    hostile.py DIR WATCH_PID
+    hostile.py DIR WATCH_PID [HOST]
 
-binds 127.0.0.1 on a free port, writes DIR/port and DIR/pid, and serves
+binds HOST (default 127.0.0.1; any 127/8 address is loopback on Linux) on
+a free port, writes DIR/port and DIR/pid, and serves
 until SIGTERM, or until WATCH_PID (the spec runner) is gone, or for at most
 15 minutes. Driven by spec/support/hostile.lua through its control routes:
 
@@ -203,7 +204,10 @@ class Server(socketserver.ThreadingTCPServer):
 
 def main():
     directory, watch = sys.argv[1], int(sys.argv[2])
-    server = Server(("127.0.0.1", 0), Handler)
+    host = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
+    if not host.startswith("127."):
+        sys.exit("hostile.py: only loopback addresses (127/8)")
+    server = Server((host, 0), Handler)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     for name, value in (("pid", os.getpid()), ("port", server.server_address[1])):
