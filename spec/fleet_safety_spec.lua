@@ -5,7 +5,6 @@
 -- does not manage is deleted without --prune, a prune never empties the
 -- account by accident, a JSON file's duplicate key is refused, plan says
 -- what it left alone, and --replace of an unknown name is an error.
-local topcalls = require "topcalls"
 local fleet_mod = require "topcalls.fleet"
 local emu = require "spec.support.emulator"
 local fx = require "spec.support.fixtures"
@@ -310,7 +309,8 @@ describe("a prune never empties the account by accident; duplicate JSON keys ref
   it("refuses a prune that deletes every carrier unless prune_all says so", function()
     local client = fx.client()
     assert(client.carriers.add(fx.carrier{ carrier_name = "Keep me" }))
-    for _, desired in ipairs({ { carriers = {} }, { carriers = { { carrier_name = "Other", sip_gateway = { ipv4 = "203.0.113.5" } } } } }) do
+    local other = { carrier_name = "Other", sip_gateway = { ipv4 = "203.0.113.5" } }
+    for _, desired in ipairs({ { carriers = {} }, { carriers = { other } } }) do
       local plan, msg, err = client.fleet.plan(desired, { prune = true })
       assert.is_nil(plan)
       assert.are.equal("validation", err.kind)

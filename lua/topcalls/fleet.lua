@@ -111,7 +111,8 @@ local function duplicate_key(text)
         j = k + 2
       end
       if top and top.keys and top.expect_key then
-        local key = json.decode("[" .. sub(text, i, j) .. "]")[1]
+        local key = sub(text, i + 1, j - 1)
+        if find(key, "\\", 1, true) then key = json.decode("[" .. sub(text, i, j) .. "]")[1] end
         top.key, top.expect_key = key, false
         if top.keys[key] then return child_path() end
         top.keys[key] = true
@@ -154,7 +155,7 @@ function _M.load(path)
     local value, jwhy = json.decode(text)
     if type(value) ~= "table" then return bad("not a JSON object: " .. tostring(jwhy or type(value))) end
     local dup = duplicate_key(text)
-    if dup then return bad(dup .. " is given twice (a JSON object keeps only one)", dup, "duplicate") end
+    if dup then return bad("this key is given twice in its object (JSON would keep only the last)", dup, "duplicate") end
     return value
   end
   -- Bytecode is refused before it reaches the loader: 5.1 and LuaJIT
@@ -224,9 +225,10 @@ local function check_number(entry, path, problems)
 end
 
 --- Validate a desired state offline, all of it: every violation with its
--- path (`carriers[2].numbers[1]`), duplicate carrier names and numbers.
--- Returns the normalized state { carriers = { { name, params, numbers,
--- path } } } (params with the defaults filled in, without `numbers`), or
+-- path (`carriers[2].numbers[1]`), duplicate carrier names, ids and
+-- numbers. A carrier entry may hold `id` (the record it manages, see
+-- make_plan). Returns the normalized state { carriers = { { name, id,
+-- params, numbers, path } } } (params with the defaults filled in, without `numbers`), or
 -- nil, message, err (kind "validation").
 function _M.check(desired)
   if type(desired) ~= "table" then
@@ -748,8 +750,8 @@ function _M.render(plan, opts)
     local what = {}
     if left.carriers > 0 then what[#what + 1] = count_of(left.carriers, "carrier") end
     if left.numbers > 0 then what[#what + 1] = count_of(left.numbers, "phone number") end
-    out[#out + 1] = "Left alone: " .. concat(what, " and ") .. " the file does not name; plan with "
-      .. "--prune (opts.prune) to delete them, or add them to the file (topcalls export shows them)."
+    out[#out + 1] = "Left alone: " .. concat(what, " and ") .. " the file does not name."
+    out[#out + 1] = "  To delete them plan with --prune (opts.prune); to keep them, add them to the file."
   end
   out[#out + 1] = format("Plan: %d to add, %d to replace, %d to move, %d to delete.", m.add, m.replace, m.move, m.delete)
   return concat(out, "\n")
