@@ -302,7 +302,7 @@ describe("fleet.plan / fleet.apply", function()
     local client = fx.client()
     local extra = assert(client.carriers.add(fx.carrier{ carrier_name = "Hand made" }))
     assert(client.phone_numbers.add{ number = "+14155559999", voip_carrier_sid = extra.voip_carrier_sid })
-    local plan = assert(client.fleet.plan({ carriers = {} }, { prune = true }))
+    local plan = assert(client.fleet.plan({ carriers = {} }, { prune = true, prune_all = true }))
     emu.faults{ { status = 500 } }   -- the release fails
     local result = client.fleet.apply(plan, { max_retries = 0 })
     assert.is_false(result.ok)
@@ -333,7 +333,7 @@ describe("fleet.plan / fleet.apply", function()
     assert.are.equal(0, assert(client.fleet.plan(desired)).changes)
   end)
 
-  it("a process killed mid-replace: a fresh plan finishes it with no duplicates", function()
+  it("a process killed mid-replace: plan names the twins; a fresh plan with prune finishes it, no duplicates", function()
     local client = fx.client()
     client.fleet.apply(assert(client.fleet.plan(fleet(2, 2))))
     local old
@@ -356,7 +356,12 @@ os.exit(0)
     local mid = account()
     assert.are.same({ 4, 4, 2 }, { mid.carriers, mid.numbers, mid.names["Trunk 1"] })
 
-    local plan = assert(client.fleet.plan(desired))
+    -- two carriers named "Trunk 1": without prune the plan stops (the
+    -- second could be one made by hand), naming both ids
+    local none, msg = client.fleet.plan(desired)
+    assert.is_nil(none)
+    assert.is_truthy(msg:find(old.id, 1, true), msg)
+    local plan = assert(client.fleet.plan(desired, { prune = true }))
     local kinds = {}
     for _, st in ipairs(changed(plan)) do kinds[#kinds + 1] = st.action .. ":" .. (st.carrier or st.number) end
     assert.are.same({ "move:+14155550101", "move:+14155550102", "add_number:+14155550301",

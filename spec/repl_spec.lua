@@ -85,7 +85,7 @@ describe("a record", function()
     rec.carrier_name = "two\nlines\r\tand \"quotes\""
     local line = tostring(rec)
     assert.is_falsy(line:find("[\r\n]"), line)
-    assert.is_truthy(line:find('carrier "two lines  and \\"quotes\\""', 1, true), line)
+    assert.is_truthy(line:find('carrier "two\\nlines\\r\\tand \\"quotes\\""', 1, true), line)
   end)
 
   it("has __name set: topcalls.carrier, topcalls.phone_number, topcalls.list", function()

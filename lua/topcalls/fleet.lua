@@ -14,8 +14,12 @@ local client = require "topcalls.client"
 local type, pairs, ipairs, next, tostring, pcall, setmetatable, error, select =
       type, pairs, ipairs, next, tostring, pcall, setmetatable, error, select
 local setfenv, loadstring, load, min = rawget(_G, "setfenv"), rawget(_G, "loadstring"), load, math.min
-local format, concat, sort, getenv, open = string.format, table.concat, table.sort, os.getenv, io.open
+local format, byte, concat, sort, getenv, open = string.format, string.byte, table.concat, table.sort, os.getenv, io.open
 local NULL = json.null
+local view = require "topcalls.view"
+local lower, find, sub, huge = string.lower, string.find, string.sub, math.huge
+local gethook, sethook, cocreate, resume = debug.gethook, debug.sethook, coroutine.create, coroutine.resume
+local jit = rawget(_G, "jit")
 
 local _M = {}
 
@@ -37,20 +41,105 @@ local function is_list(t)
   return true
 end
 
+-- A fresh shallow copy of a library table, so a fleet file that
+-- assigns to `string.upper` changes its own copy, not the process's.
+local function copy(t, without)
+  local out = {}
+  for k, v in pairs(t) do if k ~= without then out[k] = v end end
+  return out
+end
+
 -- The environment a Lua fleet file runs in: enough to build lists in a
--- loop and read secrets from the environment, nothing that writes.
+-- loop and read secrets from the environment, nothing that writes, and
+-- no way to catch the instruction limit's error (no pcall).
 local function file_env()
   return {
-    os = { getenv = getenv }, string = string, table = table, math = math,
+    os = { getenv = getenv }, string = copy(string, "dump"), table = copy(table), math = copy(math),
     ipairs = ipairs, pairs = pairs, tostring = tostring, tonumber = tonumber,
     assert = assert, error = error, type = type, select = select,
   }
 end
 
+-- How long a fleet file may run: far more than any real file needs (one
+-- building 10,000 carriers takes a few million), little enough that an
+-- endless loop ends in well under a second or two.
+local MAX_INSTRUCTIONS = 50000000
+
+-- Run chunk with an instruction-count hook on its own coroutine, so the
+-- caller's hooks are untouched. LuaJIT does not call count hooks in
+-- compiled code, so the chunk (and every function in it) runs
+-- interpreted; its hooks are global, so the previous one is put back.
+-- Returns ok, value (the error when not ok), and whether the limit hit.
+local function run_bounded(chunk)
+  if jit then jit.off(chunk, true) end
+  local hf, hm, hc = gethook()
+  local co, exceeded = cocreate(chunk), false
+  sethook(co, function()
+    exceeded = true
+    error("the limit", 0)
+  end, "", MAX_INSTRUCTIONS)
+  local ok, value = resume(co)
+  if jit then
+    if type(hf) == "function" then sethook(hf, hm, hc) else sethook() end
+  end
+  return ok, value, exceeded
+end
+
+-- The path of the first key that appears twice in one object of JSON
+-- `text` (already known to decode), or nil. cjson keeps the last value of
+-- a repeated key without a word; a declarative file must not. A small
+-- scanner over the structure: strings are skipped as wholes, so a key
+-- inside a string value is no key; keys are compared decoded.
+local function duplicate_key(text)
+  local stack = {}                -- { path, keys (objects), index (arrays), key }
+  local top
+  local function child_path()
+    local p = top.path
+    if top.keys then return p == "" and top.key or p .. "." .. top.key end
+    return p .. "[" .. top.index .. "]"
+  end
+  local i = 1
+  while true do
+    i = find(text, '[{}%[%],:"]', i)
+    if not i then return nil end
+    local c = sub(text, i, i)
+    if c == '"' then
+      local j = i + 1
+      while true do
+        local k = find(text, '["\\]', j)
+        if sub(text, k, k) == '"' then j = k break end
+        j = k + 2
+      end
+      if top and top.keys and top.expect_key then
+        local key = sub(text, i + 1, j - 1)
+        if find(key, "\\", 1, true) then key = json.decode("[" .. sub(text, i, j) .. "]")[1] end
+        top.key, top.expect_key = key, false
+        if top.keys[key] then return child_path() end
+        top.keys[key] = true
+      end
+      i = j + 1
+    else
+      if c == "{" or c == "[" then
+        local path = top and child_path() or ""
+        top = { path = path, keys = c == "{" and {} or nil, index = 1, expect_key = true }
+        stack[#stack + 1] = top
+      elseif c == "}" or c == "]" then
+        stack[#stack] = nil
+        top = stack[#stack]
+      elseif c == "," then
+        if top.keys then top.expect_key = true else top.index = top.index + 1 end
+      end
+      i = i + 1
+    end
+  end
+end
+
 --- Read a fleet file: Lua (`return { carriers = ... }`, run in a small
--- sandbox: os.getenv, string, table, math) or JSON (by the `.json`
--- extension or a first character `{`). Returns the table, or nil,
--- message, err (kind "validation", or "config" for an unreadable file).
+-- sandbox: os.getenv and copies of string, table, math; source text only,
+-- never bytecode; at most MAX_INSTRUCTIONS) or JSON (by the `.json`
+-- extension or a first character `{`; a key repeated in an object is an
+-- error). Returns the table, or nil, message, err (kind "validation", or
+-- "config" for an unreadable file).
 function _M.load(path)
   if type(path) ~= "string" then
     error("bad argument #1 to 'load' (string expected, got " .. type(path) .. ")", 2)
@@ -59,13 +148,20 @@ function _M.load(path)
   if not f then return errors.fail("config", "cannot read fleet file: " .. why) end
   local text = f:read("*a") or ""
   f:close()
-  local function bad(what)
-    return errors.violations("validation", { { path = "", code = "format", message = path .. ": " .. what } })
+  local function bad(what, at, code)
+    return errors.violations("validation", { { path = at or "", code = code or "format", message = path .. ": " .. what } })
   end
   if path:match("%.json$") or text:match("^%s*{") then
     local value, jwhy = json.decode(text)
     if type(value) ~= "table" then return bad("not a JSON object: " .. tostring(jwhy or type(value))) end
+    local dup = duplicate_key(text)
+    if dup then return bad("this key is given twice in its object (JSON would keep only the last)", dup, "duplicate") end
     return value
+  end
+  -- Bytecode is refused before it reaches the loader: 5.1 and LuaJIT
+  -- have no text-only mode, and a crafted chunk can crash the process.
+  if byte(text, 1) == 27 then
+    return bad("is a precompiled (binary) chunk; a fleet file must be Lua source text")
   end
   local chunk, lwhy
   local env = file_env()
@@ -76,7 +172,10 @@ function _M.load(path)
     chunk, lwhy = load(text, "@" .. path, "t", env)
   end
   if not chunk then return bad(lwhy) end
-  local ok, value = pcall(chunk)
+  local ok, value, exceeded = run_bounded(chunk)
+  if exceeded then
+    return bad(format("ran for more than %d instructions (an endless loop?) and was stopped", MAX_INSTRUCTIONS))
+  end
   if not ok then return bad("raised an error: " .. tostring(value)) end
   if type(value) ~= "table" then return bad("must return a table, got " .. type(value)) end
   return value
@@ -126,9 +225,10 @@ local function check_number(entry, path, problems)
 end
 
 --- Validate a desired state offline, all of it: every violation with its
--- path (`carriers[2].numbers[1]`), duplicate carrier names and numbers.
--- Returns the normalized state { carriers = { { name, params, numbers,
--- path } } } (params with the defaults filled in, without `numbers`), or
+-- path (`carriers[2].numbers[1]`), duplicate carrier names, ids and
+-- numbers. A carrier entry may hold `id` (the record it manages, see
+-- make_plan). Returns the normalized state { carriers = { { name, id,
+-- params, numbers, path } } } (params with the defaults filled in, without `numbers`), or
 -- nil, message, err (kind "validation").
 function _M.check(desired)
   if type(desired) ~= "table" then
@@ -148,16 +248,36 @@ function _M.check(desired)
     problems[#problems + 1] = { path = "carriers", code = "type", message = "must be a list of carriers" }
     list = nil
   end
-  local out, names, numbers = { carriers = {} }, {}, {}
+  local out, names, numbers, ids = { carriers = {} }, {}, {}, {}
   for ci, c in ipairs(list or {}) do
     local path = "carriers[" .. ci .. "]"
     if type(c) ~= "table" then
       problems[#problems + 1] = { path = path, code = "type", message = "must be a table (a carrier)" }
     else
       local params, nums = {}, c.numbers
-      for k, v in next, c do if k ~= "numbers" then params[k] = v end end
+      for k, v in next, c do if k ~= "numbers" and k ~= "id" then params[k] = v end end
       local normalized, plist = core.validate(params, true, "carrier")
       if plist and #plist > 0 then prefixed(plist, path, problems) end
+      -- `id`: which record of the account this entry manages (adoption),
+      -- needed only while the account has several carriers of its name
+      local id = c.id
+      if id ~= nil then
+        if type(id) ~= "string" then
+          problems[#problems + 1] = { path = path .. ".id", code = "type", message = "must be a carrier record id (a UUID string)" }
+          id = nil
+        elseif not core.check("uuid", id) then
+          problems[#problems + 1] = { path = path .. ".id", code = "format", message = "must be a carrier record id (a UUID)" }
+          id = nil
+        else
+          id = lower(id)
+          if ids[id] then
+            problems[#problems + 1] = { path = path .. ".id", code = "duplicate",
+              message = "is also the id of " .. ids[id] .. " (a record is managed by one entry)" }
+          else
+            ids[id] = path
+          end
+        end
+      end
       local name = type(c.carrier_name) == "string" and c.carrier_name or nil
       if name and names[name] then
         problems[#problems + 1] = { path = path .. ".carrier_name", code = "duplicate",
@@ -165,7 +285,7 @@ function _M.check(desired)
       elseif name then
         names[name] = path
       end
-      local entry = { name = name, params = normalized, numbers = {}, path = path }
+      local entry = { name = name, id = id, params = normalized, numbers = {}, path = path }
       if nums ~= nil and (type(nums) ~= "table" or not is_list(nums)) then
         problems[#problems + 1] = { path = path .. ".numbers", code = "type", message = "must be a list of numbers" }
         nums = nil
@@ -303,24 +423,45 @@ local function make_plan(doc, carriers, numbers, opts)
     if type(c.voip_carrier_sid) == "string" then by_sid[c.voip_carrier_sid] = c end
   end
 
-  -- 1. carriers: each desired one matched by name
+  -- 1. carriers: each desired one matched by the id the file gives it
+  -- (adoption), else by name. Several carriers of one name and no id to
+  -- choose: without prune an error (deleting the others would delete
+  -- records the file does not manage); with prune the one equal to the
+  -- file (else the first listed) is kept and the others are deleted.
   local target_of = {}   -- desired index -> { observed = record | nil, new = bool }
-  local fate = {}        -- observed carrier -> "keep" | "replace" | "duplicate" | "prune"
-  local owner_of = {}    -- observed carrier -> desired index (same name)
+  local fate = {}        -- observed carrier -> "keep" | "replace" | "duplicate" | "prune" | "unmanaged"
+  local owner_of = {}    -- observed carrier -> desired index (the record it manages)
   local desired_of = {}  -- E.164 -> { ci, num }
   local carrier_steps = {}
+  local by_id, claimed, ambiguous = {}, {}, {}
+  for _, c in ipairs(carriers) do
+    if type(c.id) == "string" then by_id[lower(c.id)] = c end
+  end
+  for _, d in ipairs(doc.carriers) do
+    if d.id and by_id[d.id] then claimed[by_id[d.id]] = true end
+  end
   for ci, d in ipairs(doc.carriers) do
     for _, num in ipairs(d.numbers) do desired_of[num.number] = { ci = ci, num = num } end
-    local candidates = by_name[d.name] or {}
+    local candidates = {}   -- same name, not adopted by an entry's id
+    for _, c in ipairs(by_name[d.name] or {}) do
+      if not claimed[c] then candidates[#candidates + 1] = c end
+    end
     local match, changes
-    for _, c in ipairs(candidates) do   -- prefer one that already matches
-      local ch = diff(fields(), d.params, c, "", {})
-      if #ch == 0 then match, changes = c, ch break end
+    if d.id and by_id[d.id] then
+      match = by_id[d.id]
+    else
+      if d.id then
+        warnings[#warnings + 1] = d.path .. ".id: the account has no carrier " .. d.id
+          .. " (deleted, or replaced by an apply); matched by name instead: update or remove the id"
+      end
+      if #candidates > 1 and not prune then ambiguous[#ambiguous + 1] = { d = d, candidates = candidates } end
+      for _, c in ipairs(candidates) do   -- prefer one that already matches
+        local ch = diff(fields(), d.params, c, "", {})
+        if #ch == 0 then match, changes = c, ch break end
+      end
+      match = match or candidates[1]
     end
-    if not match and candidates[1] then
-      match = candidates[1]
-      changes = diff(fields(), d.params, match, "", {})
-    end
+    changes = changes or (match and diff(fields(), d.params, match, "", {}))
     local step
     if not match then
       step = { action = "create", type = "carrier", carrier = d.name, index = ci, after = _M.redact(d.params) }
@@ -337,16 +478,35 @@ local function make_plan(doc, carriers, numbers, opts)
       fate[match] = "keep"
     end
     carrier_steps[ci] = step
+    if match then owner_of[match] = ci end
     for _, c in ipairs(candidates) do
-      owner_of[c] = ci
-      if c ~= match then fate[c] = "duplicate" end
+      if c ~= match then fate[c] = prune and "duplicate" or "unmanaged" end
     end
   end
+  if #ambiguous > 0 then
+    local problems = {}
+    for _, a in ipairs(ambiguous) do
+      local ids = {}
+      for i, c in ipairs(a.candidates) do ids[i] = tostring(c.id) end
+      problems[#problems + 1] = { path = a.d.path .. ".carrier_name", code = "ambiguous", message = format(
+        "the account has %d carriers named %s (ids %s) and the file manages one: add id = %s to %s "
+        .. "to manage that one and leave the others alone, or plan with prune (--prune) to keep "
+        .. "the one that matches the file and delete the others",
+        #ids, view.quote(a.d.name), concat(ids, ", "), view.quote(ids[1]), a.d.path) }
+    end
+    return errors.violations("validation", problems)
+  end
+  local kept, unmanaged = 0, { carriers = 0, numbers = 0 }
   for _, c in ipairs(carriers) do
     if not fate[c] then fate[c] = prune and "prune" or "unmanaged" end
+    if fate[c] == "keep" or fate[c] == "replace" then kept = kept + 1 end
+    if fate[c] == "unmanaged" then unmanaged.carriers = unmanaged.carriers + 1 end
   end
-  for name in pairs(force) do
-    if not by_name[name] then warnings[#warnings + 1] = "replace: no carrier named \"" .. name .. "\" in the account" end
+  -- An empty file (or the wrong one) with prune would empty the account.
+  if prune and kept == 0 and #carriers > 0 and not opts.prune_all then
+    return errors.violations("validation", { { path = "prune", code = "prune_all", message = format(
+      "would delete all %d carriers of the account (the file manages none of them); if that is "
+      .. "what you want, ask for it with prune_all (--prune-all)", #carriers) } })
   end
 
   -- 2. numbers: matched by their E.164 value
@@ -400,19 +560,11 @@ local function make_plan(doc, carriers, numbers, opts)
           add_step(ci, s)
           leaves(owner, s)
         end
-      elseif owner and (fate[owner] == "replace" or (fate[owner] == "duplicate" and not prune)) then
-        -- not in the file, but its carrier goes away: it stays with the name
-        local ci = owner_of[owner]
-        if fate[owner] == "replace" then
-          local rs = carrier_steps[ci]
-          rs.numbers[#rs.numbers + 1] = { number = e164, id = r.id, label = label, unmanaged = true }
-          leaves(owner, rs)
-        else
-          local s = { action = "move", type = "number", number = e164, from = from, to = doc.carriers[ci].name,
-                      index = ci, id = r.id, label = label, from_id = owner.id, unmanaged = true }
-          add_step(ci, s)
-          leaves(owner, s)
-        end
+      elseif owner and fate[owner] == "replace" then
+        -- not in the file, but its carrier goes away: it moves with it
+        local rs = carrier_steps[owner_of[owner]]
+        rs.numbers[#rs.numbers + 1] = { number = e164, id = r.id, label = label, unmanaged = true }
+        leaves(owner, rs)
       elseif prune then
         local s = { action = "release_number", type = "number", number = e164, from = from, id = r.id }
         leaves(owner, s)
@@ -422,6 +574,8 @@ local function make_plan(doc, carriers, numbers, opts)
           number_steps.orphans = number_steps.orphans or {}
           number_steps.orphans[#number_steps.orphans + 1] = s
         end
+      else
+        unmanaged.numbers = unmanaged.numbers + 1
       end
       if r.status and plain(r.status) ~= "active" and want then
         warnings[#warnings + 1] = "number " .. e164 .. " has status " .. tostring(plain(r.status))
@@ -463,7 +617,7 @@ local function make_plan(doc, carriers, numbers, opts)
     if col then summary[col] = summary[col] + 1; changes = changes + 1 end
   end
   local plan = setmetatable({ steps = steps, summary = summary, changes = changes, prune = prune,
-                              warnings = warnings }, plan_mt)
+                              unmanaged = unmanaged, warnings = warnings }, plan_mt)
   private[plan] = { doc = doc, leaving = leaving, carriers = carriers, state = {} }
   return plan
 end
@@ -485,7 +639,7 @@ local function show(v)
     for i, k in ipairs(keys) do parts[i] = k .. " = " .. show(v[k]) end
     return "{ " .. concat(parts, ", ") .. " }"
   end
-  if type(v) == "string" then return v == SENSITIVE and v or format("%q", v) end
+  if type(v) == "string" then return v == SENSITIVE and v or view.quote(v) end
   if type(v) == "number" then return format("%.14g", v) end
   return tostring(v)
 end
@@ -502,15 +656,21 @@ local function attr_lines(sign, t, indent, lines)
   return lines
 end
 
-local function quoted(s) return s and format("%q", s) or "(unknown carrier)" end
+local function quoted(s) return s and view.quote(s) or "(unknown carrier)" end
+
+-- "1 carrier", "2 phone numbers".
+local function count_of(n, what) return n .. " " .. what .. (n == 1 and "" or "s") end
 
 -- The plan as text: one block per change, then the "Plan:" line.
--- opts.color: ANSI colors (a terminal).
+-- opts.color: ANSI colors (a terminal). Every line goes through
+-- view.printable, so a server string cannot drive the terminal; the
+-- colors are added after.
 function _M.render(plan, opts)
   local color = opts and opts.color
   local out = {}
   -- One line: a sign right-aligned in three columns (four more inside a block).
   local function emit(sign, text, inner)
+    text = view.printable(text)
     if sign == "" then out[#out + 1] = text return end
     local pad = (" "):rep(3 - #sign + (inner and 4 or 0))
     out[#out + 1] = pad .. (color and COLORS[sign] .. sign .. RESET or sign) .. " " .. text
@@ -519,10 +679,13 @@ function _M.render(plan, opts)
   local function block(lines)
     for _, l in ipairs(lines) do emit(l[1], l[2], true) end
   end
-  for _, w in ipairs(plan.warnings) do out[#out + 1] = "Warning: " .. w end
+  for _, w in ipairs(plan.warnings) do emit("", "Warning: " .. w) end
   if #plan.warnings > 0 then out[#out + 1] = "" end
+  local left = plan.unmanaged or { carriers = 0, numbers = 0 }
+  local left_alone = left.carriers + left.numbers > 0
   if plan.changes == 0 then
-    out[#out + 1] = "No changes. The account matches the file."
+    out[#out + 1] = left_alone and "No changes to what the file manages."
+                    or "No changes. The account matches the file."
   else
     out[#out + 1] = "topcalls will perform the following actions:"
     out[#out + 1] = ""
@@ -556,7 +719,7 @@ function _M.render(plan, opts)
       emit("+", "number " .. s.number .. " on " .. quoted(s.to) .. (s.label and " (label " .. show(s.label) .. ")" or ""))
     elseif a == "move" then
       emit("~", "number " .. s.number .. ": " .. quoted(s.from) .. " -> " .. quoted(s.to)
-             .. (s.unmanaged and "  # not in the file; its carrier goes away" or ""))
+)
     elseif a == "release_number" then
       emit("-", "number " .. s.number .. " on " .. quoted(s.from) .. " (released)")
     elseif a == "delete" then
@@ -566,7 +729,14 @@ function _M.render(plan, opts)
     end
   end
   local m = plan.summary
-  if plan.changes > 0 then gap() end
+  if plan.changes > 0 or left_alone then gap() end
+  if left_alone then
+    local what = {}
+    if left.carriers > 0 then what[#what + 1] = count_of(left.carriers, "carrier") end
+    if left.numbers > 0 then what[#what + 1] = count_of(left.numbers, "phone number") end
+    out[#out + 1] = "Left alone: " .. concat(what, " and ") .. " the file does not name."
+    out[#out + 1] = "  To delete them plan with --prune (opts.prune); to keep them, add them to the file."
+  end
   out[#out + 1] = format("Plan: %d to add, %d to replace, %d to move, %d to delete.", m.add, m.replace, m.move, m.delete)
   return concat(out, "\n")
 end
@@ -828,6 +998,51 @@ local function options_arg(fname, opts)
   return opts or {}
 end
 
+-- The path of the first value in v that a fleet file cannot hold (a
+-- JSON null inside a table, a NaN or an infinity, a key that is neither a
+-- string nor a positive integer), and what it is; nil when all is data.
+local function not_data(v, path)
+  local t = type(v)
+  if t == "string" or t == "boolean" then return nil end
+  if t == "number" then
+    if v ~= v or v == huge or v == -huge then return path, "the number " .. tostring(v) end
+    return nil
+  end
+  if t ~= "table" then return path, v == NULL and "a JSON null" or "a " .. t end
+  for k, x in next, v do
+    local kp
+    if type(k) == "string" then kp = path .. "." .. k
+    elseif type(k) == "number" and k >= 1 and k % 1 == 0 then kp = path .. "[" .. k .. "]"
+    else return path, "a table with a " .. type(k) .. " key" end
+    local where, what = not_data(x, kp)
+    if where then return where, what end
+  end
+  return nil
+end
+
+-- opts.replace must name carriers of the file: a replace that matches
+-- nothing (a typo in a password rotation) must not pass in silence.
+local function replace_problems(doc, replace)
+  if replace == nil then return {} end
+  if type(replace) ~= "table" or not is_list(replace) then
+    return { { path = "replace", code = "type", message = "must be a list of carrier names" } }
+  end
+  local names, known = {}, {}
+  for i, d in ipairs(doc.carriers) do names[i], known[d.name] = d.name, true end
+  local problems = {}
+  for i, name in ipairs(replace) do
+    if type(name) ~= "string" then
+      problems[#problems + 1] = { path = "replace[" .. i .. "]", code = "type", message = "must be a carrier name (a string)" }
+    elseif not known[name] then
+      local hint = core.suggest(name, names)
+      problems[#problems + 1] = { path = "replace[" .. i .. "]", code = "unknown",
+        message = "the file has no carrier named " .. view.quote(name)
+                  .. (hint and "; did you mean " .. view.quote(hint) .. "?" or "") }
+    end
+  end
+  return problems
+end
+
 function _M.bind(target, scope, mac)
   local f = { check = _M.check, load = _M.load, render = _M.render, redact = _M.redact }
   -- What keys are derived with: the base URL and the MAC of the client's
@@ -846,9 +1061,11 @@ function _M.bind(target, scope, mac)
 
   --- Plan: read the account and list the steps that make it match
   -- `desired` (a table, or the path of a fleet file). opts: `prune`
-  -- (delete carriers the file does not name, release numbers it does not
-  -- list), `replace` (carrier names to replace even when unchanged, e.g.
-  -- after a password change). Returns the plan, or nil, message, err.
+  -- (delete carriers the file does not manage, release numbers it does
+  -- not list), `prune_all` (prune even when that deletes every carrier of
+  -- the account; implies prune), `replace` (names of carriers of the file
+  -- to replace even when unchanged, e.g. after a password change).
+  -- Returns the plan, or nil, message, err.
   function f.plan(desired, opts)
     if type(desired) ~= "table" and type(desired) ~= "string" then
       error("bad argument #1 to 'plan' (table or file name expected, got " .. type(desired) .. ")", 2)
@@ -861,9 +1078,10 @@ function _M.bind(target, scope, mac)
     end
     local doc, msg, err = _M.check(desired)
     if not doc then return nil, msg, err end
-    if opts.replace ~= nil and (type(opts.replace) ~= "table" or not is_list(opts.replace)) then
-      return errors.violations("validation", { { path = "replace", code = "type", message = "must be a list of carrier names" } })
-    end
+    local problems = replace_problems(doc, opts.replace)
+    if #problems > 0 then return errors.violations("validation", problems) end
+    opts = { prune = opts.prune == true or opts.prune_all == true, prune_all = opts.prune_all == true,
+             replace = opts.replace }
     local carriers, numbers
     carriers, numbers, err = observe(target)
     if not carriers then return nil, numbers, err end
@@ -889,7 +1107,9 @@ function _M.bind(target, scope, mac)
 
   --- The account as a desired state (adoption): every carrier with its
   -- numbers; passwords are not returned by the API and so are absent.
-  -- Returns the table, or nil, message, err.
+  -- Only strings, finite numbers, booleans and tables of them are
+  -- exported: anything else the server sent is a `decode` error naming
+  -- its path. Returns the table, or nil, message, err.
   function f.export()
     local carriers, numbers, err = observe(target)
     if not carriers then return nil, numbers, err end
@@ -916,6 +1136,14 @@ function _M.bind(target, scope, mac)
       if c then
         local label = plain(n.label)
         c.numbers[#c.numbers + 1] = label and { number = n.number, label = label } or n.number
+      end
+    end
+    for i, c in ipairs(out.carriers) do
+      local where, what = not_data(c, "carriers[" .. i .. "]")
+      if where then
+        local message = "is " .. what .. " (a fleet file holds only strings, numbers, booleans and tables of them)"
+        return errors.fail("decode", "cannot export the account: the server's " .. where .. " " .. message,
+                           { errors = { { path = where, code = "type", message = message } } })
       end
     end
     return out

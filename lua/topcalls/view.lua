@@ -15,20 +15,58 @@ local gsub, find, max = string.gsub, string.find, math.max
 
 local _M = {}
 
+---------------------------------------------------------------------------
+-- Escaping: the one function every text rendering (REPL views, the
+-- fleet plan, the CLI's text output) and the fleet export use for
+-- strings that came from a server or a file. A server string must not
+-- clear the screen, retitle the terminal, forge an output line or split a
+-- "path<TAB>value" line: every C0 control byte, DEL, and the UTF-8 form
+-- of a C1 control (U+0080-U+009F, e.g. CSI) is written as an escape:
+-- \n \r \t by name, others as \ddd (always three digits, so a digit
+-- that follows cannot join it). Valid Lua string escapes on 5.1-5.4 and
+-- LuaJIT, so the quoted form reads back as the exact same bytes.
+
+local NAMED = { ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
+local function escape_byte(c) return NAMED[c] or format("\\%03d", c:byte()) end
+local function escape_c1(c) return format("\\%03d\\%03d", c:byte(1, 2)) end
+
+--- s with its control characters escaped, for display (backslashes and
+-- quotes as they are). Non-strings go through tostring first.
+function _M.printable(s)
+  s = gsub(tostring(s), "[%c]", escape_byte)   -- %c: bytes 0-31 and 127
+  return (gsub(s, "\194[\128-\159]", escape_c1))
+end
+
+--- s as a double-quoted Lua string literal that reads back as s exactly
+-- and holds no control byte (unlike %q, which on 5.1 leaves them raw and
+-- everywhere writes a newline as a backslash-newline).
+function _M.quote(s)
+  s = gsub(tostring(s), '[\\"]', "\\%0")
+  return '"' .. _M.printable(s) .. '"'
+end
+
 -- One cell: nil and JSON null as "-", integral floats (cjson decodes
--- every number as a float on 5.3+) without ".0", control characters as
--- spaces so a cell stays on one line.
+-- every number as a float on 5.3+) without ".0", control characters
+-- escaped so a cell stays on one line and cannot drive the terminal.
 local function cell(v)
   if v == nil or v == json.null then return "-" end
   if type(v) == "number" then return format("%.14g", v) end
   if type(v) == "table" then return "{...}" end
-  return (gsub(tostring(v), "%c", " "))
+  return _M.printable(v)
 end
 
--- The value of column `col` ({ name [, function(record)] }) of a record.
-local function column_value(col, record)
-  if col[2] then return cell(col[2](record)) end
-  return cell(record[col[1]])
+-- The value of column `col` ({ name [, function(record)] }) of a
+-- record, as it is and as a cell.
+local function column_raw(col, record)
+  if col[2] then return col[2](record) end
+  return record[col[1]]
+end
+local function column_value(col, record) return cell(column_raw(col, record)) end
+
+-- A value quoted: a string from its own bytes (not its cell, whose
+-- escapes would be escaped again), anything else from its cell.
+local function quoted_cell(v)
+  return _M.quote(type(v) == "string" and v or cell(v))
 end
 
 local record_mts, list_mts = {}, {}
@@ -42,10 +80,11 @@ local function record_mt(desc)
     __name = desc.record_name,
     __tostring = function(r)
       local cols = desc.columns
-      local parts = { desc.noun .. " " .. format("%q", column_value(cols[1], r)) }
+      local parts = { desc.noun .. " " .. quoted_cell(column_raw(cols[1], r)) }
       for i = 2, #cols do
-        local v = column_value(cols[i], r)
-        parts[#parts + 1] = cols[i][1] .. "=" .. (find(v, "[%s\"]") and format("%q", v) or v)
+        local raw = column_raw(cols[i], r)
+        local v = cell(raw)
+        parts[#parts + 1] = cols[i][1] .. "=" .. (find(v, '[%s"\\]') and quoted_cell(raw) or v)
       end
       return concat(parts, " ")
     end,
