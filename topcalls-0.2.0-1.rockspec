@@ -25,6 +25,7 @@ external_dependencies = {
   -- Only the library: Debian keeps curl.h in the multiarch include dir,
   -- which LuaRocks 3.8's header probe does not search (gcc finds it).
   CURL = { library = "curl" },
+  CRYPTO = { library = "crypto" },   -- OpenSSL's libcrypto: HMAC-SHA-256 (fleet keys)
 }
 build = {
   type = "builtin",
@@ -36,8 +37,8 @@ build = {
         "src/json.c",
       },
       incdirs = { "$(CURL_INCDIR)" },
-      libdirs = { "$(CURL_LIBDIR)" },
-      libraries = { "curl", "pthread", "m" },
+      libdirs = { "$(CURL_LIBDIR)", "$(CRYPTO_LIBDIR)" },
+      libraries = { "curl", "crypto", "pthread", "m" },
     },
     ["topcalls"]          = "lua/topcalls/init.lua",
     ["topcalls.client"]   = "lua/topcalls/client.lua",
