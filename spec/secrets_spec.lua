@@ -253,6 +253,27 @@ describe("a server that echoes the API key and the request's passwords", functio
     assert.is_truthy(err:find("D " .. ECHOED:format("", "[REDACTED]"), 1, true), err)
     assert_no_secret("apply's output", out .. err)
   end)
+
+  -- A one-letter password redacted wherever it occurs would eat every "p"
+  -- of the record (trunk_type, voip_carrier_sid): a secret too short to
+  -- mean anything inside other text is redacted where a whole string is it.
+  it("keeps the record whole when a password is too short to stand for itself inside text", function()
+    local body = '{"id":"' .. UUID .. '","voip_carrier_sid":"' .. UUID .. '","carrier_name":"Short Co",'
+      .. '"trunk_type":"reg","sip_gateway":{"ipv4":"sip.example.com","port":5062},'
+      .. '"registration":{"username":"u1","password":"{{json:registration.password}}"}}'
+    h.script{ { method = "POST", path = "/v1/phone-numbers/carriers", status = 201,
+                headers = { { "Content-Type", "application/json" } }, body = body } }
+    for _, events in ipairs({ false, {} }) do
+      local c = client(events or nil)
+      local params = fx.carrier{ carrier_name = "Short Co", trunk_type = "reg",
+                                 registration = { username = "u1", password = "p" } }
+      local record = assert(c.carriers.add(params))
+      assert.are.equal(UUID, record.voip_carrier_sid)
+      assert.are.equal("reg", record.trunk_type)
+      assert.are.equal("sip.example.com", record.sip_gateway.ipv4)
+      assert.are.equal("[REDACTED]", record.registration.password)
+    end
+  end)
 end)
 
 describe("fleet idempotency keys", function()

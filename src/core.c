@@ -312,9 +312,13 @@ static const char *opt_key(lua_State *L, int i)
 ** the key never reaches Lua) and the caller's strings (a request's
 ** secrets in their forms). At each position the longest needle that
 ** matches is replaced, so a secret that contains another goes as a whole.
+** A needle shorter than MIN_PART bytes (a one-letter password) would eat
+** every such letter of a record, keys and ids too: it is replaced only
+** where a whole string is it.
 */
 #define REDACTED "[REDACTED]"
 #define MAX_NEEDLES 64
+#define MIN_PART 6
 
 typedef struct needles {
     tc_span_t s[MAX_NEEDLES];
@@ -371,26 +375,47 @@ static int holds_bytes(const char *s, size_t n, const char *p, size_t m)
     return 0;
 }
 
-/* Does s[0..n) hold a needle? The common answer, no, costs a memchr scan
-** per needle. */
-static int holds_needle(const char *s, size_t n, const needles_t *nd)
+/* Is s[0..n) exactly a short needle (one of fewer than MIN_PART bytes)? */
+static int is_short_needle(const char *s, size_t n, const needles_t *nd)
 {
     for (int i = 0; i < nd->n; i++)
-        if (nd->s[i].n <= n && holds_bytes(s, n, nd->s[i].p, nd->s[i].n))
+        if (nd->s[i].n < MIN_PART && nd->s[i].n == n && memcmp(s, nd->s[i].p, n) == 0)
             return 1;
     return 0;
+}
+
+/* Does s[0..n) hold a needle anywhere (`anywhere`: short ones too, for a
+** text a value may come from), or as redaction matches? The common answer,
+** no, costs a memchr scan per needle. */
+static int holds_needle_in(const char *s, size_t n, const needles_t *nd, int anywhere)
+{
+    for (int i = 0; i < nd->n; i++)
+        if (nd->s[i].n <= n && (anywhere || nd->s[i].n >= MIN_PART)
+            && holds_bytes(s, n, nd->s[i].p, nd->s[i].n))
+            return 1;
+    return 0;
+}
+
+static int holds_needle(const char *s, size_t n, const needles_t *nd)
+{
+    return holds_needle_in(s, n, nd, 0) || is_short_needle(s, n, nd);
 }
 
 /* Push s[0..n) with every needle replaced by REDACTED. [-0, +1, m] */
 static void push_redacted(lua_State *L, const char *s, size_t n, const needles_t *nd)
 {
+    if (is_short_needle(s, n, nd)) {
+        lua_pushliteral(L, REDACTED);
+        return;
+    }
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     size_t i = 0, kept = 0;
     while (i < n) {
         size_t best = 0;
         for (int j = 0; j < nd->n; j++)
-            if (nd->s[j].n > best && nd->s[j].n <= n - i && memcmp(s + i, nd->s[j].p, nd->s[j].n) == 0)
+            if (nd->s[j].n >= MIN_PART && nd->s[j].n > best && nd->s[j].n <= n - i
+                && memcmp(s + i, nd->s[j].p, nd->s[j].n) == 0)
                 best = nd->s[j].n;
         if (best == 0) {
             i++;
@@ -485,7 +510,7 @@ static void redact_table(lua_State *L, int t, const needles_t *nd, int depth)
 ** without walking the value. */
 static int text_may_hold(const char *b, size_t n, const needles_t *nd)
 {
-    return nd->n > 0 && n > 0 && (memchr(b, '\\', n) != NULL || holds_needle(b, n, nd));
+    return nd->n > 0 && n > 0 && (memchr(b, '\\', n) != NULL || holds_needle_in(b, n, nd, 1));
 }
 
 /* What client:perform's `decode` argument asks of a 2xx answer. */
