@@ -384,9 +384,9 @@ static int is_short_needle(const char *s, size_t n, const needles_t *nd)
     return 0;
 }
 
-/* Does s[0..n) hold a needle anywhere (`anywhere`: short ones too, for a
-** text a value may come from), or as redaction matches? The common answer,
-** no, costs a memchr scan per needle. */
+/* Does s[0..n) contain a needle? Short needles count only when
+** `anywhere` (asked of a whole JSON text, whose strings may each be one).
+** The common answer, no, costs a memchr scan per needle. */
 static int holds_needle_in(const char *s, size_t n, const needles_t *nd, int anywhere)
 {
     for (int i = 0; i < nd->n; i++)
@@ -396,6 +396,7 @@ static int holds_needle_in(const char *s, size_t n, const needles_t *nd, int any
     return 0;
 }
 
+/* Would push_redacted change s[0..n)? */
 static int holds_needle(const char *s, size_t n, const needles_t *nd)
 {
     return holds_needle_in(s, n, nd, 0) || is_short_needle(s, n, nd);
